@@ -1,0 +1,88 @@
+"""Benchmarks: commands that print figures (a table, then one JSON line per model and metric).
+
+    python -m jobs.benchmark baselines --dataset amazon-beauty [--config FILE] [key=value ...]
+
+`baselines` runs the refresh job (ingest, Ray Train training with model selection on validation,
+test evaluation) for Popularity, MIND, ComiRec-DR and ComiRec-SA, then measures, in the same
+process, the training throughput of the plain in-process torch loop on the same recipe, model and
+data (`--plain-epochs` epochs, same thread count) and prints it against Ray Train's with one
+worker (mean over its epochs, timed inside the worker in the same way) as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import time
+
+import torch
+
+from jobs.evaluate import metrics_table
+from jobs.refresh import refresh
+from rec_core.cli import setup_logging
+from rec_core.config import load_config
+from rec_core.distributed import load_protocol
+from rec_core.models import NEURAL_MODELS
+from rec_core.scoring import MODEL_FILE
+from rec_core.training import MultiInterestTraining
+
+
+def plain_loop_throughput(model: str, config: dict, data, epochs: int) -> float:
+    """Samples/s of the recipe's epoch loop run in this process, without Ray."""
+    recipe = MultiInterestTraining(model, config["train"], data, config["seed"])
+    recipe.setup()
+    rates = []
+    for _ in range(epochs):
+        rates.append(recipe.run_epoch()["samples_per_s"])
+        recipe.epoch_ += 1
+    recipe.cleanup()
+    return statistics.mean(rates)
+
+
+def baselines(dataset: str, config_path: str | None, overrides: list[str], plain_epochs: int) -> None:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    config = load_config(config_path, [f"data.dataset={dataset}", f"run_id=bench-baselines-{dataset}-{stamp}",
+                                       "train.num_workers=1", *overrides])
+    run = refresh(config)
+    metrics = run.read_table("metrics")
+    data = load_protocol(run.root, config["split"]["history_fraction"])
+    figures = {}
+    for model in config["models"]:
+        stage = run.manifest["stages"].get(f"train:{model}", {})
+        entry = {"train_wall_s": stage.get("seconds", 0.0)}
+        if model in NEURAL_MODELS:
+            history = torch.load(run.root / "models" / model / MODEL_FILE, weights_only=False)["history"]
+            ray_rate = statistics.mean(epoch["samples_per_s"] for epoch in history)
+            began = time.perf_counter()
+            plain_rate = plain_loop_throughput(model, config, data, plain_epochs)
+            entry.update(epochs=len(history), ray_train_samples_per_s=round(ray_rate, 1),
+                         plain_loop_samples_per_s=round(plain_rate, 1),
+                         ray_vs_plain_throughput=round(ray_rate / plain_rate, 3),
+                         plain_measure_s=round(time.perf_counter() - began, 1))
+        figures[model] = entry
+    print(f"\n== baselines on {dataset} (test split, {len(data.test.user_ids)} users; run {run.root})")
+    print(metrics_table(metrics))
+    print("\n" + "\n".join(f"{model:12s} {json.dumps(entry)}" for model, entry in figures.items()))
+    test = metrics[(metrics["split"] == "test") & (metrics["k"].isin([20, 50]))]
+    for row in test.itertuples():
+        print(json.dumps({"benchmark": "baselines", "dataset": dataset, "model": row.model, "metric": row.metric,
+                          "k": int(row.k), "value": round(row.value, 5), **figures[row.model]}))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    base = sub.add_parser("baselines", help="the four baselines: quality, train time, Ray Train vs plain loop")
+    base.add_argument("--dataset", required=True)
+    base.add_argument("--config", default=None)
+    base.add_argument("--plain-epochs", type=int, default=2, help="epochs timed for the plain loop")
+    base.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    setup_logging()
+    baselines(args.dataset, args.config, args.overrides, args.plain_epochs)
+
+
+if __name__ == "__main__":
+    main()

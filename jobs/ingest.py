@@ -1,0 +1,45 @@
+"""Stage 1, ingest: load the configured data set into canonical Parquet tables and split users.
+
+Writes items, users, interactions, user_splits (ComiRec protocol) and, for session data,
+sessions and session_splits (ALKDRec protocol)."""
+
+from __future__ import annotations
+
+import logging
+
+from rec_core.cli import main_guard
+from rec_core.datasets import load_dataset
+from rec_core.runs import Run
+from rec_core.splits import split_sessions, split_users
+
+log = logging.getLogger(__name__)
+
+
+def ingest(run: Run) -> None:
+    data, split = run.config["data"], run.config["split"]
+    with run.stage("ingest") as info:
+        tables = load_dataset(data["dataset"], data["data_dir"], data["path"], data["k_core"],
+                              data["unknown_items"], data["ml1m_ratings"])
+        user_splits, split_skips = split_users(tables.interactions, split["ratios"], run.config["seed"])
+        rows = {"items": run.write_table("items", tables.items),
+                "users": run.write_table("users", tables.users),
+                "interactions": run.write_table("interactions", tables.interactions),
+                "user_splits": run.write_table("user_splits", user_splits)}
+        if tables.sessions is not None:
+            rows["sessions"] = run.write_table("sessions", tables.sessions)
+            session_splits = split_sessions(tables.sessions, split["session_ratios"], run.config["seed"],
+                                             split["session_max_prefix"])
+            rows["session_splits"] = run.write_table("session_splits", session_splits)
+        for name in ("train", "valid", "test"):
+            rows[f"users_{name}"] = int((user_splits["split"] == name).sum())
+        info["rows"] = rows
+        info["skips"] = {**tables.skips, **split_skips}
+        log.info("ingest: %s; skipped: %s", rows, info["skips"])
+
+
+def main(argv=None) -> None:
+    main_guard(lambda config: ingest(Run(config)), argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The refresh job: ingest -> train -> evaluate -> export into <output_dir>/<run_id>/.
+
+    python -m jobs.refresh                                  # ML-100K, all models, local Ray
+    python -m jobs.refresh --config configs/amazon-beauty.yaml run_id=nightly
+    ray job submit --working-dir . -- python -m jobs.refresh run_id=nightly output_dir=/shared/runs
+
+Rerunning with the same run_id skips stages already done (and resumes an interrupted training).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from jobs.evaluate import evaluate_run, metrics_table
+from jobs.export import export
+from jobs.ingest import ingest
+from jobs.train import train
+from rec_core.cli import main_guard
+from rec_core.runs import Run
+
+log = logging.getLogger(__name__)
+
+
+def refresh(config: dict) -> Run:
+    began = time.perf_counter()
+    run = Run(config)
+    log.info("run %s -> %s", run.run_id, run.root)
+    for stage, function in (("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export)):
+        if stage != "train" and run.stage_done(stage):
+            log.info("stage %s already done in this run: skipped", stage)
+            if stage == "evaluate":
+                print(metrics_table(run.read_table("metrics")), flush=True)
+            continue
+        function(run)
+    run.manifest["total_seconds"] = round(time.perf_counter() - began, 1)
+    run.save_manifest()
+    print(f"\nrun {run.run_id} finished in {run.manifest['total_seconds']} s; outputs in {run.root}", flush=True)
+    return run
+
+
+def main(argv=None) -> None:
+    main_guard(refresh, argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

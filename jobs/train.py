@@ -1,0 +1,47 @@
+"""Stage 2, train: fit every configured neural model with Ray Train (TorchTrainer).
+
+Each model is its own sub-stage `train:<model>`: a finished model is skipped on rerun, an
+interrupted one resumes from its last checkpoint. The best weights (validation Recall@50) are
+written to <run>/models/<model>/model.pt. Popularity needs no training."""
+
+from __future__ import annotations
+
+import logging
+
+from rec_core.cli import main_guard
+from rec_core.distributed import fit_with_ray_train
+from rec_core.models import NEURAL_MODELS
+from rec_core.runs import Run
+from rec_core.scoring import save_model
+
+log = logging.getLogger(__name__)
+
+
+def init_ray() -> None:
+    """Join the cluster of `ray job submit` ($RAY_ADDRESS) or start local Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True, configure_logging=False)
+
+
+def train(run: Run) -> None:
+    init_ray()
+    num_items = len(run.read_table("items"))
+    for name in run.config["models"]:
+        if name not in NEURAL_MODELS or run.stage_done(f"train:{name}"):
+            continue
+        with run.stage(f"train:{name}") as info:
+            state = fit_with_ray_train(name, run.config, run.root)
+            save_model(run.root / "models" / name, name, num_items, run.config["train"], state)
+            info["epochs"] = state["epoch"]
+            info["best_valid_recall@50"] = state["best_metric"]
+            info["train_samples_per_s"] = state["history"][-1]["samples_per_s"] if state["history"] else None
+
+
+def main(argv=None) -> None:
+    main_guard(lambda config: train(Run(config)), argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

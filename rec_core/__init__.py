@@ -1,0 +1,1 @@
+"""rec_core: data tables, splits, models, training and evaluation for the LLM-enhanced recommendation job."""

@@ -1,0 +1,130 @@
+"""Run configuration: embedded defaults, a YAML file on top, then `key=value` overrides.
+
+Every option the job understands is listed in DEFAULTS below with its default and meaning, so
+`python -m jobs.refresh` with no arguments runs ML-100K on local Ray. A YAML file and command-line
+overrides may only set keys that exist here (a typo is an error, not a silently ignored option).
+
+    python -m jobs.refresh --config configs/amazon-beauty.yaml train.epochs=50 run_id=nightly
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULTS: dict[str, Any] = {
+    "run_id": None,  # None: a fresh id from the clock; reuse an id to resume / skip finished stages
+    "output_dir": "runs",  # every run writes <output_dir>/<run_id>/<table>/ and manifest.json
+    "seed": 2026,  # seeds the split, the samplers and model initialisation
+    "data": {
+        "dataset": "movielens-100k",  # a built-in name (rec_core.datasets.BUILTIN) or "generic"
+        "data_dir": None,  # None: $REC_DATA_DIR, then ../shared/data beside the checkout
+        "path": None,  # generic format only: folder holding <name>.inter and <name>.item
+        "k_core": 0,  # iterative k-core filter on users and items (0 = off)
+        "unknown_items": "error",  # generic format: "error" or "skip" interactions with unknown item ids
+        "ml1m_ratings": "timestamped",  # movielens-1m: "timestamped" (users 1-2999) or "pairs" (all, file order)
+    },
+    "split": {
+        "ratios": [0.8, 0.1, 0.1],  # train / valid / test share of users (ComiRec protocol)
+        "history_fraction": 0.8,  # valid/test users: first 80% of the sequence is history, rest targets
+        "session_ratios": [0.6, 0.2, 0.2],  # session protocol (ALKDRec): random session split
+        "session_max_prefix": 10,  # session protocol: prefix truncated to the last N items
+    },
+    "models": ["popularity", "mind", "comirec_dr", "comirec_sa"],
+    "train": {
+        "num_workers": 1,  # Ray Train workers (TorchTrainer); each is one data-parallel replica
+        "cpus_per_worker": 2,  # CPU bundle per worker, also its torch thread count (2-core laptop: 2)
+        "use_gpu": False,
+        "embedding_dim": 64,
+        "num_interests": 4,
+        "max_history": 20,  # history length fed to the interest extractor (most recent items)
+        "routing_iterations": 3,  # MIND / ComiRec-DR dynamic routing
+        "num_negatives": 1280,  # sampled softmax: shared uniform negatives per batch (ComiRec: 10 x batch)
+        "batch_size": 128,
+        "learning_rate": 0.001,
+        "weight_decay": 0.0,
+        "epochs": 20,  # upper bound; early stopping usually ends sooner
+        "patience": 3,  # epochs without a better validation Recall@50 before stopping
+        "max_samples_per_epoch": 0,  # 0 = every (user, position) pair of the training users
+        "eval_batch_size": 1024,
+    },
+    "eval": {
+        "ks": [10, 20, 50],
+        "top_k": 50,  # rows per user in the recommendations table
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or has a bad value."""
+
+
+def _merge(base: dict, update: dict, where: str) -> None:
+    for key, value in update.items():
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"unknown config key '{where}{key}' (known here: {known})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{where}{key}' is a section; got {value!r}")
+            _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+
+
+def parse_override(text: str) -> dict:
+    """`train.epochs=5` -> {"train": {"epochs": 5}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    dotted, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else None
+    nested: dict = {}
+    node = nested
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
+    """DEFAULTS, updated by the YAML file at `path` (if any), then by each `key=value`."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        _merge(config, loaded, "")
+    for text in overrides:
+        _merge(config, parse_override(text), "")
+    validate(config)
+    return config
+
+
+def validate(config: dict) -> None:
+    from rec_core.models import MODEL_NAMES
+
+    unknown = [m for m in config["models"] if m not in MODEL_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; choose from {sorted(MODEL_NAMES)}")
+    ratios = config["split"]["ratios"]
+    if len(ratios) != 3 or abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) <= 0:
+        raise ConfigError(f"split.ratios must be three positive shares summing to 1, got {ratios}")
+    if config["data"]["unknown_items"] not in ("error", "skip"):
+        raise ConfigError("data.unknown_items must be 'error' or 'skip'")
+    if config["eval"]["top_k"] < 1 or min(config["eval"]["ks"]) < 1:
+        raise ConfigError("eval.top_k and eval.ks must be positive")
+    if config["train"]["num_workers"] < 1:
+        raise ConfigError("train.num_workers must be >= 1")
+
+
+def config_digest(config: dict) -> str:
+    """Stable text form of a config section (used to tell whether a stage's inputs changed)."""
+    return json.dumps(config, sort_keys=True, default=str)

@@ -1,0 +1,421 @@
+"""Loaders that turn every supported source format into the canonical tables.
+
+Canonical tables (pandas in memory, Parquet on disk; ids dense int64, the source id kept):
+
+    items         item_id, source_id, title, text        text = title plus genres / categories
+    users         user_id, source_id
+    interactions  user_id, item_id, ts                   ts = timestamp, or order index if none
+    sessions      session_id, pos, item_id               session data only (pos 0.. in time order)
+
+For session data each session is also a "user" in `interactions` (the sessions carry no user ids).
+
+Built-in data sets (folder names of ../shared/data): see BUILTIN. The generic format, which a user
+can write by hand, is RecBole's atomic files in one folder:
+
+    <name>.inter   TSV with header, e.g. `user_id:token<TAB>item_id:token<TAB>timestamp:float`
+    <name>.item    TSV with header, e.g. `item_id:token<TAB>title:token_seq<TAB>categories:token_seq`
+
+Column names are matched on the part before ':'. `.inter` needs user_id and item_id, timestamp is
+optional (file order is used without it). `.item` needs item_id; `title` is optional, and every
+other column is appended to the text. Interactions with an item id missing from `.item` are an
+error or, with `unknown_items="skip"`, a counted skip.
+
+Bad input raises DataError naming the file and line; drops that are safe are counted in
+`Tables.skips` and logged.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+BUILTIN = {
+    "movielens-100k": "movielens-100k",
+    "movielens-1m": "movielens-1m",
+    "amazon-beauty": "amazon-beauty-5core-p5",
+    "amazon-toys": "amazon-toys-5core-p5",
+    "sessions-hetrec-ml": "sessions-hetrec2011-ml-alkdrec",
+    "sessions-amazon-games": "sessions-amazon-games-alkdrec",
+}
+
+
+class DataError(ValueError):
+    """Input data that cannot be read; the message names the file and line."""
+
+
+@dataclass
+class Tables:
+    items: pd.DataFrame
+    users: pd.DataFrame
+    interactions: pd.DataFrame
+    sessions: pd.DataFrame | None = None
+    skips: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.items)
+
+    def row_counts(self) -> dict[str, int]:
+        counts = {"items": len(self.items), "users": len(self.users),
+                  "interactions": len(self.interactions)}
+        if self.sessions is not None:
+            counts["sessions"] = int(self.sessions["session_id"].nunique())
+        return counts
+
+
+# --------------------------------------------------------------------------- locating data
+
+
+def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Explicit path (config / --data-dir), then $REC_DATA_DIR, then ../shared/data beside the checkout."""
+    candidates: list[tuple[str, Path]] = []
+    if explicit:
+        candidates.append(("data.data_dir", Path(explicit)))
+    elif os.environ.get("REC_DATA_DIR"):
+        candidates.append(("$REC_DATA_DIR", Path(os.environ["REC_DATA_DIR"])))
+    else:
+        checkout = Path(__file__).resolve().parent.parent
+        candidates.append(("../shared/data beside the checkout", checkout.parent / "shared" / "data"))
+    origin, path = candidates[0]
+    if not path.is_dir():
+        raise DataError(f"data directory not found: {path} (from {origin}); set data.data_dir=... "
+                        "or $REC_DATA_DIR")
+    return path
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise DataError(f"missing data file: {path}")
+    return path
+
+
+def _lines(path: Path, encoding: str = "utf-8"):
+    """(line_number, stripped line) for non-empty lines; handles .gz."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(_require(path), "rt", encoding=encoding, newline="") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield number, line
+
+
+def _int(value: str, path: Path, number: int, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise DataError(f"{path}:{number}: {what} is not an integer: {value!r}") from None
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def _assemble(item_rows: list[tuple[str, str, str]], events: list[tuple[str, str, int]],
+              source_name: str, unknown_items: str, skips: Counter) -> Tables:
+    """Dense ids from source ids; drops or rejects events whose item has no item row."""
+    items = pd.DataFrame(item_rows, columns=["source_id", "title", "text"])
+    duplicated = items["source_id"].duplicated()
+    if duplicated.any():
+        raise DataError(f"{source_name}: duplicate item id(s) {items.loc[duplicated, 'source_id'].head(5).tolist()}")
+    items.insert(0, "item_id", np.arange(len(items), dtype=np.int64))
+    item_index = dict(zip(items["source_id"], items["item_id"]))
+
+    frame = pd.DataFrame(events, columns=["user_source", "item_source", "ts"])
+    known = frame["item_source"].map(item_index)
+    missing = known.isna()
+    if missing.any():
+        examples = frame.loc[missing, "item_source"].head(5).tolist()
+        if unknown_items == "error":
+            raise DataError(f"{source_name}: {int(missing.sum())} interaction(s) name item ids that are "
+                            f"not in the item file, e.g. {examples} (set data.unknown_items=skip to drop them)")
+        skips["interactions_with_unknown_item"] += int(missing.sum())
+        log.warning("%s: skipped %d interactions with unknown item ids, e.g. %s",
+                    source_name, int(missing.sum()), examples)
+        frame = frame[~missing]
+        known = known[~missing]
+    user_sources = pd.unique(frame["user_source"])
+    users = pd.DataFrame({"user_id": np.arange(len(user_sources), dtype=np.int64),
+                          "source_id": user_sources.astype(str)})
+    user_index = pd.Series(users["user_id"].values, index=users["source_id"])
+    interactions = pd.DataFrame({
+        "user_id": user_index.loc[frame["user_source"].astype(str)].to_numpy(np.int64),
+        "item_id": known.to_numpy(np.int64),
+        "ts": frame["ts"].to_numpy(np.int64),
+    })
+    interactions = sort_interactions(interactions)
+    return Tables(items=items, users=users, interactions=interactions, skips=dict(skips))
+
+
+def sort_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Chronological per user; ties keep file order (stable sort)."""
+    return interactions.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- built-in formats
+
+
+def load_movielens_100k(folder: Path) -> Tables:
+    genres_path = _require(folder / "u.genre")
+    genre_names = {}
+    for number, line in _lines(genres_path, "latin-1"):
+        name, _, index = line.partition("|")
+        genre_names[_int(index, genres_path, number, "genre index")] = name
+    item_path = folder / "u.item"
+    items = []
+    for number, line in _lines(item_path, "latin-1"):
+        fields = line.split("|")
+        if len(fields) != 5 + len(genre_names):
+            raise DataError(f"{item_path}:{number}: expected {5 + len(genre_names)} '|'-separated fields, "
+                            f"got {len(fields)}")
+        flags = fields[5:]
+        genres = [genre_names[i] for i, flag in enumerate(flags) if flag == "1" and genre_names[i] != "unknown"]
+        title = fields[1].strip()
+        items.append((fields[0], title, _with_labels(title, genres)))
+    data_path = folder / "u.data"
+    events = []
+    for number, line in _lines(data_path):
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise DataError(f"{data_path}:{number}: expected 4 tab-separated fields "
+                            f"(user, item, rating, timestamp), got {len(fields)}: {line!r}")
+        _int(fields[2], data_path, number, "rating")
+        events.append((fields[0], fields[1], _int(fields[3], data_path, number, "timestamp")))
+    return _assemble(items, events, str(data_path), "error", Counter())
+
+
+def load_movielens_1m(folder: Path, ratings: str = "timestamped") -> Tables:
+    """`timestamped`: every rating of users 1-2999 with its timestamp (chronological order).
+    `pairs`: all 1,000,209 (user, movie) pairs, ordered as in the file (not chronological)."""
+    movies_path = folder / "movies.dat"
+    items = []
+    for number, line in _lines(movies_path, "latin-1"):
+        fields = line.split("::")
+        if len(fields) != 3:
+            raise DataError(f"{movies_path}:{number}: expected MovieID::Title::Genres, got {line!r}")
+        genres = [g for g in fields[2].split("|") if g]
+        items.append((fields[0], fields[1].strip(), _with_labels(fields[1].strip(), genres)))
+    if ratings == "timestamped":
+        path, expected = folder / "ratings.users-0001-2999.dat.gz", 4
+    elif ratings == "pairs":
+        path, expected = folder / "ratings_pairs.dat.gz", 2
+    else:
+        raise DataError(f"data.ml1m_ratings must be 'timestamped' or 'pairs', got {ratings!r}")
+    events = []
+    for number, line in _lines(path):
+        fields = line.split("::")
+        if len(fields) != expected:
+            raise DataError(f"{path}:{number}: expected {expected} '::'-separated fields, got {line!r}")
+        ts = _int(fields[3], path, number, "timestamp") if expected == 4 else number
+        events.append((fields[0], fields[1], ts))
+    return _assemble(items, events, str(path), "error", Counter())
+
+
+def load_amazon_5core(folder: Path) -> Tables:
+    """P5-lineage 5-core sequences: `sequential_data.txt` (user item item ...) in time order."""
+    items_path = folder / "items.jsonl"
+    items = []
+    for number, line in _lines(items_path):
+        try:
+            record = json.loads(line)
+            item_id, title = record["item_id"], str(record.get("title") or "").strip()
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DataError(f"{items_path}:{number}: not an item record ({error}): {line[:80]!r}") from None
+        path_labels = [" > ".join(path) for path in record.get("categories") or [] if path]
+        items.append((str(item_id), title, _with_labels(title, path_labels)))
+    seq_path = folder / "sequential_data.txt"
+    events = []
+    for number, line in _lines(seq_path):
+        fields = line.split()
+        for value in fields:
+            _int(value, seq_path, number, "id")
+        if len(fields) < 2:
+            raise DataError(f"{seq_path}:{number}: user {fields[0]} has no interactions")
+        events.extend((fields[0], item, position) for position, item in enumerate(fields[1:]))
+    return _assemble(items, events, str(seq_path), "error", Counter())
+
+
+def load_alkdrec_sessions(folder: Path) -> Tables:
+    """ALKDRec session files: `sessions.tsv` (session_id, prefix, label) and `items.csv` (itemID,title).
+
+    Items that occur in sessions but have no title row are kept with an empty title (they are real
+    items the sessions point to) and counted in skips["items_without_title"]. Sessions with an
+    empty prefix cannot be evaluated and are dropped, counted in skips["sessions_without_prefix"]."""
+    import csv
+
+    titles_path = _require(folder / "items.csv")
+    titles: dict[str, str] = {}
+    with open(titles_path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:2]] != ["itemID", "title"]:
+            raise DataError(f"{titles_path}:1: expected header 'itemID,title', got {header}")
+        for row in reader:
+            if len(row) != 2:
+                raise DataError(f"{titles_path}:{reader.line_num}: expected 2 fields, got {len(row)}")
+            titles[row[0]] = row[1].strip()
+    sessions_path = folder / "sessions.tsv"
+    skips: Counter = Counter()
+    rows = []
+    seen_items: dict[str, None] = {}
+    for number, line in _lines(sessions_path):
+        fields = line.split("\t")
+        if number == 1:
+            if fields != ["session_id", "prefix", "label"]:
+                raise DataError(f"{sessions_path}:1: expected header session_id/prefix/label, got {fields}")
+            continue
+        if len(fields) != 3:
+            raise DataError(f"{sessions_path}:{number}: expected 3 tab-separated fields, got {len(fields)}")
+        prefix = fields[1].split()
+        if not prefix:
+            skips["sessions_without_prefix"] += 1
+            continue
+        for position, item in enumerate(prefix + [fields[2].strip()]):
+            rows.append((fields[0], item, position))
+            seen_items.setdefault(item, None)
+    item_rows = []
+    for source_id in seen_items:
+        title = titles.get(source_id, "")
+        if not title:
+            skips["items_without_title"] += 1
+        item_rows.append((source_id, title, title))
+    if skips:
+        log.warning("%s: %s", folder.name, dict(skips))
+    tables = _assemble(item_rows, rows, str(sessions_path), "error", skips)
+    tables.sessions = pd.DataFrame({
+        "session_id": tables.interactions["user_id"].to_numpy(),
+        "pos": tables.interactions["ts"].to_numpy(),
+        "item_id": tables.interactions["item_id"].to_numpy(),
+    })
+    return tables
+
+
+def load_generic(folder: Path, unknown_items: str = "error") -> Tables:
+    """RecBole-style atomic files `<name>.inter` and `<name>.item` (see the module docstring)."""
+    folder = Path(folder)
+    inter_files = sorted(folder.glob("*.inter"))
+    item_files = sorted(folder.glob("*.item"))
+    if len(inter_files) != 1 or len(item_files) != 1:
+        raise DataError(f"{folder}: expected exactly one *.inter and one *.item file, found "
+                        f"{[p.name for p in inter_files + item_files]}")
+    item_header, item_lines = _atomic(item_files[0], required=("item_id",))
+    title_column = item_header.get("title")
+    extra_columns = [i for name, i in item_header.items() if name not in ("item_id", "title")]
+    items = []
+    for number, fields in item_lines:
+        title = fields[title_column].strip() if title_column is not None else ""
+        labels = [fields[i].strip() for i in extra_columns if fields[i].strip()]
+        items.append((fields[item_header["item_id"]], title, _with_labels(title, labels)))
+    inter_header, inter_lines = _atomic(inter_files[0], required=("user_id", "item_id"))
+    ts_column = inter_header.get("timestamp")
+    events = []
+    for number, fields in inter_lines:
+        if ts_column is not None:
+            try:
+                ts = int(float(fields[ts_column]))
+            except ValueError:
+                raise DataError(f"{inter_files[0]}:{number}: timestamp is not a number: "
+                                f"{fields[ts_column]!r}") from None
+        else:
+            ts = number
+        events.append((fields[inter_header["user_id"]], fields[inter_header["item_id"]], ts))
+    return _assemble(items, events, str(inter_files[0]), unknown_items, Counter())
+
+
+def _atomic(path: Path, required: tuple[str, ...]):
+    lines = _lines(path)
+    try:
+        _, header_line = next(lines)
+    except StopIteration:
+        raise DataError(f"{path}: empty file (expected a header line)") from None
+    names = [column.split(":")[0].strip() for column in header_line.split("\t")]
+    header = {name: i for i, name in enumerate(names)}
+    for name in required:
+        if name not in header:
+            raise DataError(f"{path}:1: header lacks column '{name}' (has {names})")
+    rows = []
+    for number, line in lines:
+        fields = line.split("\t")
+        if len(fields) != len(names):
+            raise DataError(f"{path}:{number}: expected {len(names)} tab-separated fields, got {len(fields)}")
+        rows.append((number, fields))
+    return header, rows
+
+
+def _with_labels(title: str, labels: list[str]) -> str:
+    return f"{title} - {', '.join(labels)}" if labels else title
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, path: str | None = None,
+                 k_core: int = 0, unknown_items: str = "error", ml1m_ratings: str = "timestamped") -> Tables:
+    """Load a built-in data set by name (or `generic` from `path`) and apply the k-core filter."""
+    if name == "generic":
+        if not path:
+            raise DataError("dataset 'generic' needs data.path=<folder with .inter and .item files>")
+        tables = load_generic(Path(path), unknown_items)
+    else:
+        if name not in BUILTIN:
+            raise DataError(f"unknown dataset {name!r}; built-in: {sorted(BUILTIN)} or 'generic'")
+        folder = resolve_data_dir(data_dir) / BUILTIN[name]
+        if not folder.is_dir():
+            raise DataError(f"dataset folder not found: {folder}")
+        if name == "movielens-100k":
+            tables = load_movielens_100k(folder)
+        elif name == "movielens-1m":
+            tables = load_movielens_1m(folder, ml1m_ratings)
+        elif name.startswith("amazon-"):
+            tables = load_amazon_5core(folder)
+        else:
+            tables = load_alkdrec_sessions(folder)
+    if k_core > 0:
+        tables = apply_k_core(tables, k_core)
+    if tables.interactions.empty:
+        raise DataError(f"dataset {name!r}: no interactions left after loading/filtering")
+    return tables
+
+
+def apply_k_core(tables: Tables, k: int) -> Tables:
+    """Iteratively drop users and items with fewer than k interactions, then re-densify ids.
+
+    Items without interactions are dropped too. For session data, whole sessions are filtered."""
+    frame = tables.interactions
+    while True:
+        user_counts = frame["user_id"].map(frame["user_id"].value_counts())
+        item_counts = frame["item_id"].map(frame["item_id"].value_counts())
+        keep = (user_counts >= k) & (item_counts >= k)
+        if keep.all():
+            break
+        frame = frame[keep]
+    dropped = len(tables.interactions) - len(frame)
+    skips = dict(tables.skips)
+    skips["k_core_dropped_interactions"] = dropped
+    log.info("k-core(%d) dropped %d of %d interactions", k, dropped, len(tables.interactions))
+    item_ids = np.sort(frame["item_id"].unique())
+    user_ids = np.sort(frame["user_id"].unique())
+    item_map = pd.Series(np.arange(len(item_ids), dtype=np.int64), index=item_ids)
+    user_map = pd.Series(np.arange(len(user_ids), dtype=np.int64), index=user_ids)
+    items = tables.items.set_index("item_id").loc[item_ids].reset_index(drop=True)
+    items.insert(0, "item_id", np.arange(len(items), dtype=np.int64))
+    users = tables.users.set_index("user_id").loc[user_ids].reset_index(drop=True)
+    users.insert(0, "user_id", np.arange(len(users), dtype=np.int64))
+    interactions = pd.DataFrame({
+        "user_id": user_map.loc[frame["user_id"]].to_numpy(),
+        "item_id": item_map.loc[frame["item_id"]].to_numpy(),
+        "ts": frame["ts"].to_numpy(),
+    })
+    sessions = None
+    if tables.sessions is not None:
+        sessions = pd.DataFrame({"session_id": interactions["user_id"], "pos": interactions["ts"],
+                                 "item_id": interactions["item_id"]})
+    return Tables(items, users, sort_interactions(interactions), sessions, skips)

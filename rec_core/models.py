@@ -1,0 +1,159 @@
+"""Multi-interest retrieval models: Popularity, MIND, ComiRec-DR, ComiRec-SA.
+
+All neural models share one interface: `interests(history, mask) -> [B, K, d]` from a right-aligned
+history (most recent item last, padding id = num_items), item embeddings shared between input and
+output (as in ComiRec), and a retrieval score per item = max over the K interests of the dot
+product (the same ranking as ComiRec's per-interest top-N merged by score).
+
+Training loss (ComiRec): the interest closest to the target item is read out (hard, label-aware
+attention) and scored against the target and a set of shared, uniformly sampled negatives with a
+softmax (sampled softmax; negatives equal to the target are masked, "remove accidental hits").
+
+- MIND (Li et al. 2019) as in ComiRec's code: one shared bilinear map, routing logits drawn from
+  N(0, 1) per forward pass, 3 routing iterations with squash, a ReLU layer on the capsules.
+- ComiRec-DR (Cen et al. 2020): a separate bilinear map per history position and interest,
+  routing logits initialised at zero, no ReLU layer.
+- ComiRec-SA: additive self-attention with K heads over the (position-aware) history,
+  A = softmax(W2 tanh(W1 H)), interests = A H.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODEL_NAMES = ("popularity", "mind", "comirec_dr", "comirec_sa")
+NEURAL_MODELS = ("mind", "comirec_dr", "comirec_sa")
+
+
+class Popularity:
+    """Scores every item by its number of training interactions (same for every user)."""
+
+    def fit(self, train_items: np.ndarray, num_items: int) -> "Popularity":
+        self.counts_ = torch.as_tensor(np.bincount(train_items, minlength=num_items), dtype=torch.float32)
+        return self
+
+    def score(self, batch_size: int) -> torch.Tensor:
+        return self.counts_.expand(batch_size, -1)
+
+
+def squash(vectors: torch.Tensor) -> torch.Tensor:
+    norm2 = (vectors ** 2).sum(-1, keepdim=True)
+    return norm2 / (1 + norm2) / torch.sqrt(norm2 + 1e-9) * vectors
+
+
+class MultiInterestModel(nn.Module):
+    """Shared parts: item embeddings (padding row last), read-out, sampled-softmax loss, scoring."""
+
+    def __init__(self, num_items: int, dim: int, num_interests: int, max_history: int):
+        super().__init__()
+        self.num_items, self.dim, self.num_interests, self.max_history = num_items, dim, num_interests, max_history
+        self.item_embedding = nn.Embedding(num_items + 1, dim, padding_idx=num_items)
+        nn.init.normal_(self.item_embedding.weight, std=1.0 / math.sqrt(dim))
+        with torch.no_grad():
+            self.item_embedding.weight[num_items].zero_()
+
+    def interests(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.item_embedding.weight[: self.num_items]
+
+    def forward(self, history, mask, targets, negatives):
+        """Sampled-softmax loss of the batch (the training objective)."""
+        interests = self.interests(history, mask)
+        target_vectors = self.item_embedding(targets)  # [B, d]
+        closest = torch.einsum("bkd,bd->bk", interests, target_vectors).argmax(1)
+        user = interests[torch.arange(len(targets)), closest]  # [B, d]
+        positive = (user * target_vectors).sum(-1, keepdim=True)
+        negative = user @ self.item_embedding(negatives).T  # [B, S]
+        negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([positive, negative], 1)
+        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
+
+    @torch.no_grad()
+    def score(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, num_items] retrieval scores: max over interests of <interest, item>."""
+        interests = self.interests(history, mask)
+        return torch.einsum("bkd,nd->bkn", interests, self.item_vectors()).amax(1)
+
+
+class CapsuleInterests(MultiInterestModel):
+    """Dynamic (behaviour-to-interest) routing; MIND and ComiRec-DR differ as documented above."""
+
+    def __init__(self, num_items, dim, num_interests, max_history, routing_iterations=3,
+                 shared_bilinear=True, relu_layer=True):
+        super().__init__(num_items, dim, num_interests, max_history)
+        self.routing_iterations = routing_iterations
+        self.shared_bilinear = shared_bilinear
+        if shared_bilinear:
+            self.bilinear = nn.Linear(dim, dim, bias=False)
+        else:
+            self.position_bilinear = nn.Parameter(torch.randn(max_history, num_interests * dim, dim) * 0.1)
+        self.relu_layer = nn.Sequential(nn.Linear(dim, dim), nn.ReLU()) if relu_layer else None
+
+    def interests(self, history, mask):
+        batch, length = history.shape
+        embedded = self.item_embedding(history)  # [B, L, d]
+        if self.shared_bilinear:
+            mapped = self.bilinear(embedded).unsqueeze(1).expand(-1, self.num_interests, -1, -1)
+            logits = torch.randn(batch, self.num_interests, length, device=history.device)
+        else:
+            weights = self.position_bilinear[-length:]  # right-aligned histories: last L positions
+            mapped = torch.einsum("lod,bld->blo", weights, embedded)
+            mapped = mapped.view(batch, length, self.num_interests, self.dim).transpose(1, 2)
+            logits = torch.zeros(batch, self.num_interests, length, device=history.device)
+        valid = mask.unsqueeze(1)  # [B, 1, L]
+        mapped_frozen = mapped.detach()
+        for iteration in range(self.routing_iterations):
+            weights = torch.softmax(logits, dim=1) * valid  # coupling over interests
+            last = iteration == self.routing_iterations - 1
+            capsules = squash(torch.einsum("bkl,bkld->bkd", weights, mapped if last else mapped_frozen))
+            if not last:
+                logits = logits + torch.einsum("bkld,bkd->bkl", mapped_frozen, capsules)
+        if self.relu_layer is not None:
+            capsules = self.relu_layer(capsules)
+        return capsules
+
+
+class SelfAttentiveInterests(MultiInterestModel):
+    """ComiRec-SA: K attention heads over the history with learned position embeddings."""
+
+    def __init__(self, num_items, dim, num_interests, max_history):
+        super().__init__(num_items, dim, num_interests, max_history)
+        self.position = nn.Parameter(torch.randn(max_history, dim) * 0.02)
+        self.attention = nn.Sequential(nn.Linear(dim, 4 * dim), nn.Tanh(), nn.Linear(4 * dim, num_interests))
+
+    def interests(self, history, mask):
+        embedded = self.item_embedding(history)  # [B, L, d]
+        scores = self.attention(embedded + self.position[-history.shape[1]:])  # [B, L, K]
+        scores = scores.masked_fill(~mask.bool().unsqueeze(-1), -1e9)
+        weights = torch.softmax(scores, dim=1)
+        return torch.einsum("blk,bld->bkd", weights, embedded)
+
+
+def build_model(name: str, num_items: int, train_config: dict) -> MultiInterestModel:
+    common = dict(num_items=num_items, dim=train_config["embedding_dim"],
+                  num_interests=train_config["num_interests"], max_history=train_config["max_history"])
+    if name == "mind":
+        return CapsuleInterests(**common, routing_iterations=train_config["routing_iterations"],
+                                shared_bilinear=True, relu_layer=True)
+    if name == "comirec_dr":
+        return CapsuleInterests(**common, routing_iterations=train_config["routing_iterations"],
+                                shared_bilinear=False, relu_layer=False)
+    if name == "comirec_sa":
+        return SelfAttentiveInterests(**common)
+    raise ValueError(f"unknown neural model {name!r}; choose from {NEURAL_MODELS}")
+
+
+def pad_histories(flat_items: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int,
+                  pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-aligned [B, length] histories from flat[start:end] (last `length` items) and their mask."""
+    index = ends[:, None] - length + np.arange(length)[None, :]
+    valid = index >= starts[:, None]
+    items = np.where(valid, flat_items[np.clip(index, 0, max(len(flat_items) - 1, 0))], pad)
+    return torch.as_tensor(items, dtype=torch.long), torch.as_tensor(valid, dtype=torch.float32)

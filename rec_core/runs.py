@@ -1,0 +1,117 @@
+"""The run directory: Parquet tables under <output_dir>/<run_id>/ and manifest.json.
+
+manifest.json holds the config, the code version, and per stage its status ("running",
+"done", "failed"), row counts, timings and notes. A stage whose status is "done" is skipped when
+the same run id runs again; a "running" or "failed" stage is redone (training resumes from its
+last Ray Train checkpoint).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+
+def code_version() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return "llmrec " + version("llmrec")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+class Run:
+    """One run: its folder, its tables and its manifest."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        if not config.get("run_id"):
+            config["run_id"] = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.run_id = str(config["run_id"])
+        self.root = Path(config["output_dir"]).expanduser().resolve() / self.run_id
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.root / "manifest.json"
+        if self.manifest_path.exists():
+            self.manifest = json.loads(self.manifest_path.read_text())
+        else:
+            self.manifest = {"run_id": self.run_id, "created": _now(), "stages": {}}
+        self.manifest["config"] = config
+        self.manifest["code_version"] = code_version()
+        self.save_manifest()
+
+    # ---------------------------------------------------------------- tables
+
+    def table_path(self, name: str) -> Path:
+        return self.root / name
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> int:
+        """Write `frame` as <run>/<name>/part-0.parquet (atomically: temp file, then rename)."""
+        folder = self.table_path(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "part-0.parquet"
+        temporary = folder / ".part-0.parquet.tmp"
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), temporary)
+        os.replace(temporary, target)
+        return len(frame)
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        folder = self.table_path(name)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"table '{name}' not found in run {self.root}; run the stage that writes it")
+        return pq.read_table(folder).to_pandas()
+
+    def has_table(self, name: str) -> bool:
+        return (self.table_path(name) / "part-0.parquet").exists()
+
+    # ---------------------------------------------------------------- stages
+
+    def stage_done(self, stage: str) -> bool:
+        return self.manifest["stages"].get(stage, {}).get("status") == "done"
+
+    @contextmanager
+    def stage(self, name: str):
+        """Records status and timing of a stage; yields a dict for row counts and notes."""
+        record = {"status": "running", "started": _now()}
+        self.manifest["stages"][name] = record
+        self.save_manifest()
+        began = time.perf_counter()
+        info: dict = {}
+        try:
+            yield info
+        except BaseException as error:
+            record.update(status="failed", error=f"{type(error).__name__}: {error}",
+                          seconds=round(time.perf_counter() - began, 2), **info)
+            self.save_manifest()
+            raise
+        record.update(status="done", finished=_now(), seconds=round(time.perf_counter() - began, 2), **info)
+        self.save_manifest()
+        log.info("stage %s done in %.1f s", name, record["seconds"])
+
+    def save_manifest(self) -> None:
+        temporary = self.manifest_path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(self.manifest, indent=2, default=str))
+        os.replace(temporary, self.manifest_path)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

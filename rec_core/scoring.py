@@ -1,0 +1,60 @@
+"""Trained models as scorers for the evaluator and the export: one object per model in a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rec_core.models import Popularity, build_model, pad_histories
+from rec_core.splits import ProtocolData, Sequences
+from rec_core.training import model_score_fn
+
+MODEL_FILE = "model.pt"
+
+
+def save_model(folder: Path, name: str, num_items: int, train_config: dict, state: dict) -> None:
+    """Best weights (by validation) plus what is needed to rebuild the model."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"name": name, "num_items": num_items, "train_config": train_config,
+                "weights": state["best_model"], "history": state["history"]}, folder / MODEL_FILE)
+
+
+class Scorer:
+    """score(rows, histories, user_ids) for the evaluator; interests and item vectors for export."""
+
+    def __init__(self, name: str, data: ProtocolData, model_folder: Path | None = None):
+        self.name = name
+        self.num_items = data.num_items
+        if name == "popularity":
+            self.popularity = Popularity().fit(data.train.items, data.num_items)
+            self.model = None
+            return
+        saved = torch.load(model_folder / MODEL_FILE, weights_only=False)
+        self.max_history = saved["train_config"]["max_history"]
+        self.model = build_model(name, saved["num_items"], saved["train_config"])
+        self.model.load_state_dict(saved["weights"])
+        self.model.eval()
+        self.history = saved["history"]
+        self._score = model_score_fn(self.model, self.max_history, self.num_items)
+
+    def __call__(self, rows, histories: Sequences, user_ids) -> torch.Tensor:
+        if self.model is None:
+            return self.popularity.score(len(rows))
+        return self._score(rows, histories, user_ids)
+
+    def item_vectors(self) -> np.ndarray | None:
+        return None if self.model is None else self.model.item_vectors().detach().numpy()
+
+    @torch.no_grad()
+    def interests(self, histories: Sequences) -> np.ndarray | None:
+        """[U, K, d] interest vectors of every user of `histories`."""
+        if self.model is None:
+            return None
+        rows = np.arange(len(histories))
+        items, mask = pad_histories(histories.items, histories.offsets[rows], histories.offsets[rows + 1],
+                                    self.max_history, self.num_items)
+        if self.name == "mind":  # MIND's routing starts from random logits: fix them for a stable export
+            torch.manual_seed(0)
+        return self.model.interests(items, mask).numpy()

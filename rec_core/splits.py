@@ -1,0 +1,138 @@
+"""The two evaluation protocols of DESIGN.md, seeded and deterministic.
+
+ComiRec protocol (multi-interest retrieval): users are split train/valid/test (8:1:1). Training
+users contribute their whole sequence; a valid/test user's chronological sequence is cut into a
+history (first 80%) and targets (the rest). Users with fewer than 2 interactions cannot be cut and
+are skipped (counted).
+
+ALKDRec protocol (session-based): sessions are split 6:2:2 at random; the last item is the target
+and the prefix is truncated to its last `max_prefix` items.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+
+
+def assign_splits(ids: np.ndarray, ratios, seed: int) -> np.ndarray:
+    """A split name per id: a seeded permutation cut by the ratios (sizes rounded down, rest to train)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ids))
+    n_valid = int(len(ids) * ratios[1])
+    n_test = int(len(ids) * ratios[2])
+    labels = np.empty(len(ids), dtype=object)
+    labels[order[: len(ids) - n_valid - n_test]] = "train"
+    labels[order[len(ids) - n_valid - n_test: len(ids) - n_test]] = "valid"
+    labels[order[len(ids) - n_test:]] = "test"
+    return labels
+
+
+def split_users(interactions: pd.DataFrame, ratios=(0.8, 0.1, 0.1), seed: int = 2026,
+                min_length: int = 2) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Table `user_splits` (user_id, split) and skip counts; users shorter than min_length are skipped."""
+    lengths = interactions.groupby("user_id").size()
+    short = lengths[lengths < min_length]
+    if len(short):
+        log.warning("skipped %d users with fewer than %d interactions", len(short), min_length)
+    users = np.sort(lengths[lengths >= min_length].index.to_numpy())
+    table = pd.DataFrame({"user_id": users.astype(np.int64), "split": assign_splits(users, ratios, seed)})
+    return table, {"users_too_short_to_split": int(len(short))}
+
+
+@dataclass
+class Sequences:
+    """Per-user item sequences of one split, in CSR form (flat items + offsets)."""
+
+    user_ids: np.ndarray  # [U]
+    offsets: np.ndarray  # [U + 1]
+    items: np.ndarray  # [total]
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def sequence(self, index: int) -> np.ndarray:
+        return self.items[self.offsets[index]: self.offsets[index + 1]]
+
+
+def sequences_for(interactions: pd.DataFrame, user_ids: np.ndarray) -> Sequences:
+    """Chronological sequences of the given users (interactions must be sorted by user, ts)."""
+    frame = interactions[interactions["user_id"].isin(user_ids)]
+    users, counts = np.unique(frame["user_id"].to_numpy(), return_counts=True)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return Sequences(users.astype(np.int64), offsets, frame["item_id"].to_numpy(np.int64))
+
+
+@dataclass
+class EvalSet:
+    """Valid or test users: history (excluded from ranking and fed to the model) and targets."""
+
+    user_ids: np.ndarray
+    histories: Sequences
+    targets: Sequences
+
+
+def cut_history(sequences: Sequences, history_fraction: float = 0.8) -> EvalSet:
+    """First int(n * fraction) items (at least 1, at most n - 1) are history, the rest targets."""
+    hist_items, hist_counts, target_items, target_counts = [], [], [], []
+    for index in range(len(sequences)):
+        sequence = sequences.sequence(index)
+        cut = min(max(int(len(sequence) * history_fraction), 1), len(sequence) - 1)
+        hist_items.append(sequence[:cut])
+        target_items.append(sequence[cut:])
+        hist_counts.append(cut)
+        target_counts.append(len(sequence) - cut)
+
+    def csr(parts, counts):
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        flat = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        return Sequences(sequences.user_ids, offsets, flat)
+
+    return EvalSet(sequences.user_ids, csr(hist_items, hist_counts), csr(target_items, target_counts))
+
+
+@dataclass
+class ProtocolData:
+    """Everything a model needs under the ComiRec protocol."""
+
+    num_items: int
+    train: Sequences
+    valid: EvalSet
+    test: EvalSet
+
+
+def build_protocol(interactions: pd.DataFrame, user_splits: pd.DataFrame, num_items: int,
+                   history_fraction: float = 0.8) -> ProtocolData:
+    def users(name):
+        return user_splits.loc[user_splits["split"] == name, "user_id"].to_numpy()
+
+    return ProtocolData(
+        num_items=num_items,
+        train=sequences_for(interactions, users("train")),
+        valid=cut_history(sequences_for(interactions, users("valid")), history_fraction),
+        test=cut_history(sequences_for(interactions, users("test")), history_fraction),
+    )
+
+
+def split_sessions(sessions: pd.DataFrame, ratios=(0.6, 0.2, 0.2), seed: int = 2026,
+                   max_prefix: int = 10) -> pd.DataFrame:
+    """Table (session_id, split, prefix, target): last item is the target, prefix = last max_prefix before it.
+
+    Sessions of length < 2 have no prefix and are left out (the loader already counts them)."""
+    ordered = sessions.sort_values(["session_id", "pos"], kind="stable")
+    grouped = ordered.groupby("session_id")["item_id"].apply(lambda s: s.to_numpy(np.int64))
+    grouped = grouped[grouped.map(len) >= 2]
+    session_ids = grouped.index.to_numpy(np.int64)
+    return pd.DataFrame({
+        "session_id": session_ids,
+        "split": assign_splits(session_ids, ratios, seed),
+        "prefix": [items[:-1][-max_prefix:] for items in grouped],
+        "target": [int(items[-1]) for items in grouped],
+    })

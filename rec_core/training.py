@@ -1,0 +1,156 @@
+"""One training recipe for the neural multi-interest models (setup / train / cleanup).
+
+The same class runs inside a Ray Train worker (jobs.train, with DDP and checkpoints reported to
+Ray) and as a plain in-process loop (the benchmark's reference), so the two are measured on
+identical code. An epoch visits every (training user, position >= 1) pair once: the history is
+the user's items before the position (last `max_history`), the target is the item at it. The pairs
+are shuffled per epoch with a seed shared by all workers and dealt out by rank.
+
+Model selection: validation Recall@50 after every epoch; the best state is kept, and training
+stops after `patience` epochs without improvement (or at `epochs`). The test split is never read.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from rec_core.evaluation import evaluate
+from rec_core.models import build_model, pad_histories
+from rec_core.splits import ProtocolData, Sequences
+
+log = logging.getLogger(__name__)
+
+SELECTION_METRIC = "recall@50"
+
+Report = Callable[[dict, dict], None]
+"""report(epoch_metrics, training_state): called once per epoch (Ray: ray.train.report)."""
+
+
+def training_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(history start, history end, target index) into train.items for every position >= 1."""
+    lengths = np.diff(train.offsets)
+    starts = np.repeat(train.offsets[:-1], np.maximum(lengths - 1, 0))
+    positions = np.concatenate([np.arange(1, n) for n in lengths]) if len(lengths) else np.zeros(0, np.int64)
+    ends = starts + positions
+    return starts.astype(np.int64), ends.astype(np.int64), ends.astype(np.int64)
+
+
+def model_score_fn(model, max_history: int, num_items: int):
+    """Evaluator callback: pad each user's history and score all items."""
+
+    def score(rows, histories: Sequences, _user_ids):
+        items, mask = pad_histories(histories.items, histories.offsets[rows], histories.offsets[rows + 1],
+                                    max_history, num_items)
+        return model.score(items, mask)
+
+    return score
+
+
+class MultiInterestTraining:
+    """Trains one of MIND / ComiRec-DR / ComiRec-SA on the ComiRec protocol."""
+
+    def __init__(self, model_name: str, train_config: dict, data: ProtocolData, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        self.model_name, self.config, self.data, self.seed = model_name, train_config, data, seed
+        self.rank, self.world_size = rank, world_size
+
+    def setup(self, state: dict | None = None, wrap_model=None) -> None:
+        """Build model and optimiser; restore `state` (a checkpoint) if given; `wrap_model` e.g. DDP."""
+        torch.manual_seed(self.seed)
+        torch.set_num_threads(max(1, int(self.config["cpus_per_worker"])))
+        self.model_ = build_model(self.model_name, self.data.num_items, self.config)
+        self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.config["learning_rate"],
+                                           weight_decay=self.config["weight_decay"])
+        self.epoch_, self.best_metric_, self.bad_epochs_, self.history_ = 0, -1.0, 0, []
+        self.best_model_state_ = copy.deepcopy(self.model_.state_dict())
+        if state is not None:
+            self.model_.load_state_dict(state["model"])
+            self.optimizer_.load_state_dict(state["optimizer"])
+            self.epoch_, self.best_metric_ = state["epoch"], state["best_metric"]
+            self.bad_epochs_, self.history_ = state["bad_epochs"], list(state["history"])
+            self.best_model_state_ = state["best_model"]
+            log.info("%s: resumed after epoch %d (best %s %.4f)", self.model_name, self.epoch_,
+                     SELECTION_METRIC, self.best_metric_)
+        self.trainable_ = wrap_model(self.model_) if wrap_model else self.model_
+        self.pairs_ = training_pairs(self.data.train)
+        if len(self.pairs_[0]) == 0:
+            raise ValueError("no training pairs: every training user has a single interaction")
+
+    def state(self) -> dict:
+        return {"model": self.model_.state_dict(), "optimizer": self.optimizer_.state_dict(),
+                "epoch": self.epoch_, "best_metric": self.best_metric_, "bad_epochs": self.bad_epochs_,
+                "history": self.history_, "best_model": self.best_model_state_}
+
+    def finished(self) -> bool:
+        return self.epoch_ >= self.config["epochs"] or self.bad_epochs_ >= self.config["patience"]
+
+    def run_epoch(self) -> dict:
+        """One pass over this worker's share of the training pairs."""
+        starts, ends, targets = self.pairs_
+        order = np.random.default_rng([self.seed, self.epoch_]).permutation(len(starts))
+        if self.config["max_samples_per_epoch"]:
+            order = order[: self.config["max_samples_per_epoch"]]
+        order = order[self.rank:: self.world_size]
+        batch_size, pad = self.config["batch_size"], self.data.num_items
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch_ * 10 + self.rank)
+        self.trainable_.train()
+        total_loss, batches, began = 0.0, 0, time.perf_counter()
+        # equal batch counts on every rank keep DDP's all-reduce in step
+        n_batches = len(order) // batch_size if self.world_size > 1 else -(-len(order) // batch_size)
+        for index in range(n_batches):
+            chosen = order[index * batch_size: (index + 1) * batch_size]
+            history, mask = pad_histories(self.data.train.items, starts[chosen], ends[chosen],
+                                          self.config["max_history"], pad)
+            target = torch.as_tensor(self.data.train.items[targets[chosen]], dtype=torch.long)
+            negatives = torch.randint(0, pad, (self.config["num_negatives"],), generator=generator)
+            loss = self.trainable_(history, mask, target, negatives)
+            self.optimizer_.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer_.step()
+            total_loss += loss.item()
+            batches += 1
+        seconds = time.perf_counter() - began
+        samples = min(n_batches * batch_size, len(order))
+        return {"loss": total_loss / max(batches, 1), "samples": samples, "train_seconds": seconds,
+                "samples_per_s": samples / seconds if seconds > 0 else 0.0}
+
+    def validate(self) -> dict:
+        self.model_.eval()
+        metrics, _ = evaluate(model_score_fn(self.model_, self.config["max_history"], self.data.num_items),
+                              self.data.valid, self.data.num_items, ks=(20, 50),
+                              batch_size=self.config["eval_batch_size"])
+        return metrics
+
+    def train(self, report: Report | None = None) -> dict:
+        """Epochs until early stopping; returns the last epoch's metrics."""
+        last: dict = {}
+        while not self.finished():
+            epoch = self.run_epoch()
+            valid = self.validate()
+            self.epoch_ += 1
+            score = valid[SELECTION_METRIC]
+            if score > self.best_metric_:
+                self.best_metric_, self.bad_epochs_ = score, 0
+                self.best_model_state_ = copy.deepcopy(self.model_.state_dict())
+            else:
+                self.bad_epochs_ += 1
+            last = {"epoch": self.epoch_, **epoch, **{f"valid_{k}": v for k, v in valid.items()},
+                    "best_valid_" + SELECTION_METRIC: self.best_metric_}
+            self.history_.append(last)
+            if self.rank == 0:
+                log.info("%s epoch %d: loss %.4f, %.0f samples/s, valid recall@50 %.4f (best %.4f)",
+                         self.model_name, self.epoch_, epoch["loss"], epoch["samples_per_s"],
+                         score, self.best_metric_)
+            if report is not None:
+                report(last, self.state())
+        return last
+
+    def cleanup(self) -> None:
+        self.trainable_ = None
+        self.pairs_ = None

@@ -1,0 +1,13 @@
+import os
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(os.environ.get("REC_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    if not (DATA_DIR / "movielens-100k").is_dir():
+        pytest.skip(f"shared data not found at {DATA_DIR}")
+    return DATA_DIR

@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+
+from rec_core.datasets import DataError, apply_k_core, load_dataset, load_generic, resolve_data_dir
+
+GENRES = "unknown|0\nAction|1\nComedy|2\n"
+
+
+def write_ml100k(folder, data_lines, item_lines=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "u.genre").write_text(GENRES)
+    item_lines = item_lines or ["1|Heat (1995)|01-Jan-1995||url|0|1|0", "2|Clueless (1995)|01-Jan-1995||url|0|0|1"]
+    (folder / "u.item").write_text("\n".join(item_lines) + "\n", encoding="latin-1")
+    (folder / "u.data").write_text("\n".join(data_lines) + "\n")
+    return folder.parent
+
+
+def test_movielens_format_tables(tmp_path):
+    root = write_ml100k(tmp_path / "movielens-100k", ["7\t2\t4\t20", "7\t1\t3\t10", "9\t1\t5\t5"])
+    tables = load_dataset("movielens-100k", data_dir=root)
+    assert tables.items["text"].tolist() == ["Heat (1995) - Action", "Clueless (1995) - Comedy"]
+    assert tables.items["item_id"].tolist() == [0, 1]
+    # user "7" is dense id 0; its interactions are in time order
+    assert tables.interactions.values.tolist() == [[0, 0, 10], [0, 1, 20], [1, 0, 5]]
+    assert tables.users["source_id"].tolist() == ["7", "9"]
+
+
+def test_missing_file_is_named(tmp_path):
+    root = write_ml100k(tmp_path / "movielens-100k", ["7\t2\t4\t20"])
+    (root / "movielens-100k" / "u.data").unlink()
+    with pytest.raises(DataError, match=r"missing data file: .*u\.data"):
+        load_dataset("movielens-100k", data_dir=root)
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    root = write_ml100k(tmp_path / "movielens-100k", ["7\t2\t4\t20", "7\t1\t3", "9\t1\t5\t5"])
+    with pytest.raises(DataError, match=r"u\.data:2: expected 4 tab-separated fields"):
+        load_dataset("movielens-100k", data_dir=root)
+
+
+def test_non_integer_timestamp_names_line(tmp_path):
+    root = write_ml100k(tmp_path / "movielens-100k", ["7\t2\t4\t20", "9\t1\t5\tyesterday"])
+    with pytest.raises(DataError, match=r"u\.data:2: timestamp is not an integer"):
+        load_dataset("movielens-100k", data_dir=root)
+
+
+def test_unknown_item_in_builtin_data_is_an_error(tmp_path):
+    root = write_ml100k(tmp_path / "movielens-100k", ["7\t2\t4\t20", "7\t99\t3\t10"])
+    with pytest.raises(DataError, match=r"not in the item file, e\.g\. \['99'\]"):
+        load_dataset("movielens-100k", data_dir=root)
+
+
+def write_generic(folder, inter_rows, item_rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "shop.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n"
+                                       + "".join(r + "\n" for r in inter_rows))
+    (folder / "shop.item").write_text("item_id:token\ttitle:token_seq\tbrand:token\n"
+                                      + "".join(r + "\n" for r in item_rows))
+    return folder
+
+
+ITEMS = ["a\tRed shoe\tAcme", "b\tBlue hat\t", "c\tGreen sock\tSox"]
+
+
+def test_generic_format(tmp_path):
+    folder = write_generic(tmp_path, ["u1\tb\t3", "u1\ta\t1.5", "u2\tc\t2"], ITEMS)
+    tables = load_generic(folder)
+    assert tables.items["text"].tolist() == ["Red shoe - Acme", "Blue hat", "Green sock - Sox"]
+    assert tables.interactions.values.tolist() == [[0, 0, 1], [0, 1, 3], [1, 2, 2]]
+
+
+def test_generic_unknown_item_error_or_counted_skip(tmp_path):
+    folder = write_generic(tmp_path, ["u1\tb\t3", "u1\tzz\t4", "u2\tc\t2"], ITEMS)
+    with pytest.raises(DataError, match="zz"):
+        load_generic(folder)
+    tables = load_generic(folder, unknown_items="skip")
+    assert tables.skips == {"interactions_with_unknown_item": 1}
+    assert len(tables.interactions) == 2
+
+
+def test_generic_malformed_and_missing_columns(tmp_path):
+    folder = write_generic(tmp_path, ["u1\tb\t3", "u1\ta"], ITEMS)
+    with pytest.raises(DataError, match=r"shop\.inter:3: expected 3 tab-separated fields, got 2"):
+        load_generic(folder)
+    (folder / "shop.inter").write_text("user:token\titem_id:token\nu1\ta\n")
+    with pytest.raises(DataError, match=r"shop\.inter:1: header lacks column 'user_id'"):
+        load_generic(folder)
+
+
+def test_sequence_format_user_without_interactions(tmp_path):
+    folder = tmp_path / "amazon-beauty-5core-p5"
+    folder.mkdir()
+    (folder / "items.jsonl").write_text('{"item_id": 0, "title": "Soap", "categories": [["Beauty", "Bath"]]}\n'
+                                        '{"item_id": 1, "title": "Gel", "categories": []}\n')
+    (folder / "sequential_data.txt").write_text("1 0 1\n2\n")
+    with pytest.raises(DataError, match=r"sequential_data\.txt:2: user 2 has no interactions"):
+        load_dataset("amazon-beauty", data_dir=tmp_path)
+    (folder / "items.jsonl").write_text('{"item_id": 0, "title": "Soap"}\n{"item_id": 1, "title"\n')
+    with pytest.raises(DataError, match=r"items\.jsonl:2: not an item record"):
+        load_dataset("amazon-beauty", data_dir=tmp_path)
+
+
+def test_session_format_counts_skips(tmp_path):
+    folder = tmp_path / "sessions-hetrec2011-ml-alkdrec"
+    folder.mkdir()
+    (folder / "items.csv").write_text('itemID,title\n1,"Toy story"\n2,Heat\n')
+    (folder / "sessions.tsv").write_text("session_id\tprefix\tlabel\n0\t1 2\t3\n1\t\t2\n2\t2\t1\n")
+    tables = load_dataset("sessions-hetrec-ml", data_dir=tmp_path)
+    assert tables.skips == {"sessions_without_prefix": 1, "items_without_title": 1}
+    assert tables.sessions.groupby("session_id").size().tolist() == [3, 2]
+    assert tables.items.set_index("source_id").loc["3", "title"] == ""
+
+
+def test_k_core_filter_is_iterative():
+    from rec_core.datasets import Tables
+    import pandas as pd
+
+    # item 2 has one interaction; removing it leaves user 1 with one interaction, which then goes too
+    inter = pd.DataFrame({"user_id": [0, 0, 1, 1, 2, 2], "item_id": [0, 1, 0, 2, 0, 1], "ts": range(6)})
+    items = pd.DataFrame({"item_id": [0, 1, 2], "source_id": ["x", "y", "z"], "title": "", "text": ""})
+    users = pd.DataFrame({"user_id": [0, 1, 2], "source_id": ["a", "b", "c"]})
+    out = apply_k_core(Tables(items, users, inter), 2)
+    assert out.users["source_id"].tolist() == ["a", "c"]
+    assert out.items["source_id"].tolist() == ["x", "y"]
+    assert out.skips["k_core_dropped_interactions"] == 2
+
+
+def test_data_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv("REC_DATA_DIR", str(tmp_path))
+    assert resolve_data_dir() == tmp_path
+    assert resolve_data_dir(tmp_path / "..") == tmp_path / ".."
+    monkeypatch.setenv("REC_DATA_DIR", str(tmp_path / "nope"))
+    with pytest.raises(DataError, match=r"\$REC_DATA_DIR"):
+        resolve_data_dir()
+
+
+@pytest.mark.parametrize("name,items,interactions", [
+    ("movielens-100k", 1682, 100000),
+    ("movielens-1m", 3883, 487650),
+    ("amazon-beauty", 12101, 198502),
+    ("sessions-hetrec-ml", 8475, 112034),
+])
+def test_builtin_datasets_load(data_dir, name, items, interactions):
+    tables = load_dataset(name, data_dir=data_dir)
+    assert len(tables.items) == items
+    assert len(tables.interactions) == interactions
+    assert tables.interactions["item_id"].between(0, items - 1).all()
+    assert (tables.items["item_id"].to_numpy() == np.arange(items)).all()
+    assert tables.items["text"].str.len().gt(0).all()

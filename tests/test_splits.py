@@ -1,0 +1,55 @@
+import numpy as np
+import pandas as pd
+
+from rec_core.splits import assign_splits, build_protocol, cut_history, sequences_for, split_sessions, split_users
+
+
+def interactions(n_users=200, length=10):
+    rows = [(u, (u * 7 + t) % 50, t) for u in range(n_users) for t in range(length if u else 1)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "ts"])
+
+
+def test_user_split_is_seeded_disjoint_and_8_1_1():
+    frame = interactions()
+    first, skips = split_users(frame, seed=5)
+    again, _ = split_users(frame, seed=5)
+    other, _ = split_users(frame, seed=6)
+    assert first.equals(again)
+    assert not first["split"].equals(other["split"])
+    assert skips == {"users_too_short_to_split": 1}  # user 0 has one interaction
+    counts = first["split"].value_counts()
+    assert (counts["valid"], counts["test"], counts["train"]) == (19, 19, 161)
+    assert first["user_id"].is_unique and 0 not in set(first["user_id"])
+
+
+def test_history_is_first_80_percent_and_targets_the_rest():
+    frame = pd.DataFrame({"user_id": [3] * 5 + [4] * 2, "item_id": [9, 8, 7, 6, 5, 1, 2], "ts": range(7)})
+    cut = cut_history(sequences_for(frame, np.array([3, 4])), 0.8)
+    assert cut.histories.sequence(0).tolist() == [9, 8, 7, 6]
+    assert cut.targets.sequence(0).tolist() == [5]
+    assert cut.histories.sequence(1).tolist() == [1] and cut.targets.sequence(1).tolist() == [2]
+
+
+def test_protocol_train_users_keep_whole_sequences():
+    frame = interactions()
+    splits, _ = split_users(frame, seed=1)
+    data = build_protocol(frame, splits, num_items=50)
+    assert len(data.train) + len(data.valid.user_ids) + len(data.test.user_ids) == 199
+    assert np.diff(data.train.offsets).tolist() == [10] * len(data.train)
+    assert not set(data.train.user_ids) & set(data.test.user_ids)
+
+
+def test_assign_splits_sizes():
+    labels = assign_splits(np.arange(10), (0.6, 0.2, 0.2), seed=0)
+    assert sorted(labels.tolist()) == ["test"] * 2 + ["train"] * 6 + ["valid"] * 2
+
+
+def test_session_split_target_is_last_and_prefix_truncated():
+    rows = [(s, p, 100 * s + p) for s in range(20) for p in range(s % 3 + 12)]
+    sessions = pd.DataFrame(rows, columns=["session_id", "pos", "item_id"]).sample(frac=1, random_state=0)
+    table = split_sessions(sessions, seed=3, max_prefix=10)
+    row = table.set_index("session_id").loc[4]  # 13 items: 400..412
+    assert row["target"] == 412
+    assert list(row["prefix"]) == list(range(402, 412))
+    assert table["split"].value_counts().to_dict() == {"train": 12, "valid": 4, "test": 4}
+    assert split_sessions(sessions, seed=3)["split"].equals(table["split"])
