@@ -26,11 +26,13 @@ def init_ray() -> None:
 
 
 def train(run: Run) -> None:
+    pending = [name for name in run.config["models"]
+               if name in NEURAL_MODELS and not run.stage_done(f"train:{name}")]
+    if not pending:
+        return
     init_ray()
     num_items = len(run.read_table("items"))
-    for name in run.config["models"]:
-        if name not in NEURAL_MODELS or run.stage_done(f"train:{name}"):
-            continue
+    for name in pending:
         with run.stage(f"train:{name}") as info:
             state = fit_with_ray_train(name, run.config, run.root)
             save_model(run.root / "models" / name, name, num_items, run.config["train"], state)

@@ -78,15 +78,12 @@ class Tables:
 
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
     """Explicit path (config / --data-dir), then $REC_DATA_DIR, then ../shared/data beside the checkout."""
-    candidates: list[tuple[str, Path]] = []
     if explicit:
-        candidates.append(("data.data_dir", Path(explicit)))
+        origin, path = "data.data_dir", Path(explicit)
     elif os.environ.get("REC_DATA_DIR"):
-        candidates.append(("$REC_DATA_DIR", Path(os.environ["REC_DATA_DIR"])))
+        origin, path = "$REC_DATA_DIR", Path(os.environ["REC_DATA_DIR"])
     else:
-        checkout = Path(__file__).resolve().parent.parent
-        candidates.append(("../shared/data beside the checkout", checkout.parent / "shared" / "data"))
-    origin, path = candidates[0]
+        origin, path = "../shared/data beside the checkout", Path(__file__).resolve().parents[2] / "shared" / "data"
     if not path.is_dir():
         raise DataError(f"data directory not found: {path} (from {origin}); set data.data_dir=... "
                         "or $REC_DATA_DIR")

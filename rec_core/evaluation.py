@@ -8,6 +8,8 @@ For a user with target set T (unique items) and the top-K list R (history items 
 
 and each metric is the mean over users. Positions are 0-based ranks in R (not a set order, and
 NDCG is normalised by the ideal DCG, not by the number of hits: the two bugs of the papers' code).
+A target that is also in the history cannot be retrieved and is left out of T; a user left with
+no target is not counted (the `users` figure says how many were).
 """
 
 from __future__ import annotations

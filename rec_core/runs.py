@@ -3,7 +3,7 @@
 manifest.json holds the config, the code version, and per stage its status ("running",
 "done", "failed"), row counts, timings and notes. A stage whose status is "done" is skipped when
 the same run id runs again; a "running" or "failed" stage is redone (training resumes from its
-last Ray Train checkpoint).
+last Ray Train checkpoint). A rerun may not change the seed, data, split or train settings.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rec_core.config import ConfigError
+
 log = logging.getLogger(__name__)
+
+# Config sections a run is bound to: a rerun with the same run id must not change them.
+# (`models` may grow: new models are trained, finished ones are kept.)
+PINNED_SECTIONS = ("seed", "data", "split", "train")
 
 
 def code_version() -> str:
@@ -53,6 +59,13 @@ class Run:
         self.manifest_path = self.root / "manifest.json"
         if self.manifest_path.exists():
             self.manifest = json.loads(self.manifest_path.read_text())
+            changed = [key for key in PINNED_SECTIONS
+                       if json.dumps(self.manifest["config"].get(key), sort_keys=True, default=str)
+                       != json.dumps(config.get(key), sort_keys=True, default=str)]
+            if changed:
+                raise ConfigError(f"run {self.run_id} in {self.root.parent} was made with different "
+                                  f"{', '.join(changed)} settings; use a new run_id (finished stages "
+                                  "would otherwise be reused with the old settings)")
         else:
             self.manifest = {"run_id": self.run_id, "created": _now(), "stages": {}}
         self.manifest["config"] = config

@@ -27,3 +27,12 @@ def test_bad_overrides_are_clear_errors(override, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "none.yaml")
+
+
+def test_rerun_with_other_data_settings_is_refused(tmp_path):
+    from rec_core.runs import Run
+
+    Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1"]))
+    Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", "models=[popularity]"]))  # allowed
+    with pytest.raises(ConfigError, match="different data settings"):
+        Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", "data.k_core=5"]))
