@@ -24,7 +24,7 @@ from jobs.refresh import refresh
 from rec_core.cli import setup_logging
 from rec_core.config import load_config
 from rec_core.distributed import load_protocol
-from rec_core.models import NEURAL_MODELS
+from rec_core.models import is_neural
 from rec_core.scoring import MODEL_FILE
 from rec_core.training import MultiInterestTraining
 
@@ -52,7 +52,7 @@ def baselines(dataset: str, config_path: str | None, overrides: list[str], plain
     for model in config["models"]:
         stage = run.manifest["stages"].get(f"train:{model}", {})
         entry = {"train_wall_s": stage.get("seconds", 0.0)}
-        if model in NEURAL_MODELS:
+        if is_neural(model):
             history = torch.load(run.root / "models" / model / MODEL_FILE, weights_only=False)["history"]
             ray_rate = statistics.mean(epoch["samples_per_s"] for epoch in history)
             began = time.perf_counter()

@@ -10,7 +10,7 @@ import logging
 
 from rec_core.cli import main_guard
 from rec_core.distributed import fit_with_ray_train
-from rec_core.models import NEURAL_MODELS
+from rec_core.models import is_neural
 from rec_core.runs import Run
 from rec_core.scoring import save_model
 
@@ -27,7 +27,7 @@ def init_ray() -> None:
 
 def train(run: Run) -> None:
     pending = [name for name in run.config["models"]
-               if name in NEURAL_MODELS and not run.stage_done(f"train:{name}")]
+               if is_neural(name) and not run.stage_done(f"train:{name}")]
     if not pending:
         return
     init_ray()

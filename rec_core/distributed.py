@@ -18,12 +18,24 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+from rec_core.models import ALIGNED
 from rec_core.splits import build_protocol
 from rec_core.training import MultiInterestTraining
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+
+
+def load_clusters(run_root: str | Path) -> dict[int, list[list[int]]]:
+    """user id -> semantic clusters (item-id lists) of the run's user_semantic_clusters table."""
+    path = Path(run_root) / "user_semantic_clusters"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} not found: run the semantic stage before training '+align' models")
+    table = pq.read_table(path).to_pandas()
+    table = table[table["status"] != "failed"].sort_values(["user_id", "cluster"])
+    return {int(user): [list(map(int, items)) for items in group["item_ids"]]
+            for user, group in table.groupby("user_id")}
 
 
 def load_protocol(run_root: str | Path, history_fraction: float):
@@ -38,11 +50,18 @@ def _train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    # Ray Train logs every report and checkpoint with its full metrics; one epoch line is enough.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("ray.train") or "/ray/train/" in name:  # some use getLogger(__file__)
+            logging.getLogger(name).setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     data = load_protocol(loop_config["run_root"], loop_config["history_fraction"])
+    aligned = loop_config["model"].endswith(ALIGNED)
     recipe = MultiInterestTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
-                                   rank=rank, world_size=world)
+                                   rank=rank, world_size=world,
+                                   clusters=load_clusters(loop_config["run_root"]) if aligned else None,
+                                   align=loop_config["align"] if aligned else None)
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -72,13 +91,14 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path) -> dict:
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"model": model_name, "train": train_config, "seed": config["seed"],
+                           "align": config["align"],
                            "run_root": str(run_root),
                            "history_fraction": config["split"]["history_fraction"]},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train_config["num_workers"], use_gpu=train_config["use_gpu"],
             resources_per_worker={"CPU": train_config["cpus_per_worker"]}),
         run_config=ray.train.RunConfig(
-            name=model_name, storage_path=str(Path(run_root) / "ray_train"),
+            name=model_name.replace("+", "-"), storage_path=str(Path(run_root) / "ray_train"),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=1)),
     )

@@ -10,7 +10,8 @@ attention) and scored against the target and a set of shared, uniformly sampled 
 softmax (sampled softmax; negatives equal to the target are masked, "remove accidental hits").
 
 - MIND (Li et al. 2019) as in ComiRec's code: one shared bilinear map, routing logits drawn from
-  N(0, 1) per forward pass, 3 routing iterations with squash, a ReLU layer on the capsules.
+  N(0, 1) per training step (one fixed draw, stored with the model, at inference), 3 routing
+  iterations with squash, a ReLU layer on the capsules.
 - ComiRec-DR (Cen et al. 2020): a separate bilinear map per history position and interest,
   routing logits initialised at zero, no ReLU layer.
 - ComiRec-SA: additive self-attention with K heads over the (position-aware) history,
@@ -26,8 +27,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODEL_NAMES = ("popularity", "mind", "comirec_dr", "comirec_sa")
-NEURAL_MODELS = ("mind", "comirec_dr", "comirec_sa")
+from rec_core.alignment import alignment_loss
+
+BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa")
+NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa")
+ALIGNED = "+align"  # "<neural model>+align": trained with the semantic-cluster alignment loss
+
+
+def base_model(name: str) -> str:
+    return name[: -len(ALIGNED)] if name.endswith(ALIGNED) else name
+
+
+def is_known_model(name: str) -> bool:
+    return name in BASE_MODELS or (name.endswith(ALIGNED) and base_model(name) in NEURAL_BASES)
+
+
+def is_neural(name: str) -> bool:
+    return base_model(name) in NEURAL_BASES
 
 
 class Popularity:
@@ -63,8 +79,9 @@ class MultiInterestModel(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         return self.item_embedding.weight[: self.num_items]
 
-    def forward(self, history, mask, targets, negatives):
-        """Sampled-softmax loss of the batch (the training objective)."""
+    def forward(self, history, mask, targets, negatives, cluster_items=None, align_weight=0.0,
+                align_temperature=0.1):
+        """Sampled-softmax loss of the batch, plus the weighted alignment loss when clusters are given."""
         interests = self.interests(history, mask)
         target_vectors = self.item_embedding(targets)  # [B, d]
         closest = torch.einsum("bkd,bd->bk", interests, target_vectors).argmax(1)
@@ -73,7 +90,11 @@ class MultiInterestModel(nn.Module):
         negative = user @ self.item_embedding(negatives).T  # [B, S]
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         logits = torch.cat([positive, negative], 1)
-        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
+        loss = F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
+        if cluster_items is not None and align_weight > 0:
+            loss = loss + align_weight * alignment_loss(interests, cluster_items, self.item_embedding,
+                                                        self.num_items, align_temperature)
+        return loss
 
     @torch.no_grad()
     def score(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -95,13 +116,19 @@ class CapsuleInterests(MultiInterestModel):
         else:
             self.position_bilinear = nn.Parameter(torch.randn(max_history, num_interests * dim, dim) * 0.1)
         self.relu_layer = nn.Sequential(nn.Linear(dim, dim), nn.ReLU()) if relu_layer else None
+        # MIND draws its routing logits at random; at inference a fixed draw (part of the model) keeps
+        # a user's interests reproducible and independent of the batch it is scored in
+        self.register_buffer("inference_logits", torch.randn(num_interests, max_history))
 
     def interests(self, history, mask):
         batch, length = history.shape
         embedded = self.item_embedding(history)  # [B, L, d]
         if self.shared_bilinear:
             mapped = self.bilinear(embedded).unsqueeze(1).expand(-1, self.num_interests, -1, -1)
-            logits = torch.randn(batch, self.num_interests, length, device=history.device)
+            if self.training:
+                logits = torch.randn(batch, self.num_interests, length, device=history.device)
+            else:
+                logits = self.inference_logits[:, -length:].expand(batch, -1, -1)
         else:
             weights = self.position_bilinear[-length:]  # right-aligned histories: last L positions
             mapped = torch.einsum("lod,bld->blo", weights, embedded)
@@ -137,6 +164,7 @@ class SelfAttentiveInterests(MultiInterestModel):
 
 
 def build_model(name: str, num_items: int, train_config: dict) -> MultiInterestModel:
+    name = base_model(name)
     common = dict(num_items=num_items, dim=train_config["embedding_dim"],
                   num_interests=train_config["num_interests"], max_history=train_config["max_history"])
     if name == "mind":
@@ -147,7 +175,7 @@ def build_model(name: str, num_items: int, train_config: dict) -> MultiInterestM
                                 shared_bilinear=False, relu_layer=False)
     if name == "comirec_sa":
         return SelfAttentiveInterests(**common)
-    raise ValueError(f"unknown neural model {name!r}; choose from {NEURAL_MODELS}")
+    raise ValueError(f"unknown neural model {name!r}; choose from {NEURAL_BASES}")
 
 
 def pad_histories(flat_items: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int,

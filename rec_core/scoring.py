@@ -55,6 +55,4 @@ class Scorer:
         rows = np.arange(len(histories))
         items, mask = pad_histories(histories.items, histories.offsets[rows], histories.offsets[rows + 1],
                                     self.max_history, self.num_items)
-        if self.name == "mind":  # MIND's routing starts from random logits: fix them for a stable export
-            torch.manual_seed(0)
         return self.model.interests(items, mask).numpy()

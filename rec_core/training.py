@@ -20,8 +20,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from rec_core.alignment import pack_clusters
 from rec_core.evaluation import evaluate
-from rec_core.models import build_model, pad_histories
+from rec_core.models import ALIGNED, build_model, pad_histories
 from rec_core.splits import ProtocolData, Sequences
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,15 @@ Report = Callable[[dict, dict], None]
 """report(epoch_metrics, training_state): called once per epoch (Ray: ray.train.report)."""
 
 
-def training_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(history start, history end, target index) into train.items for every position >= 1."""
+def training_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(history start, history end, target index into train.items, user row) for every position >= 1."""
     lengths = np.diff(train.offsets)
-    starts = np.repeat(train.offsets[:-1], np.maximum(lengths - 1, 0))
+    pairs_per_user = np.maximum(lengths - 1, 0)
+    starts = np.repeat(train.offsets[:-1], pairs_per_user)
     positions = np.concatenate([np.arange(1, n) for n in lengths]) if len(lengths) else np.zeros(0, np.int64)
     ends = starts + positions
-    return starts.astype(np.int64), ends.astype(np.int64), ends.astype(np.int64)
+    rows = np.repeat(np.arange(len(lengths)), pairs_per_user)
+    return starts.astype(np.int64), ends.astype(np.int64), ends.astype(np.int64), rows.astype(np.int64)
 
 
 def model_score_fn(model, max_history: int, num_items: int):
@@ -53,12 +56,20 @@ def model_score_fn(model, max_history: int, num_items: int):
 
 
 class MultiInterestTraining:
-    """Trains one of MIND / ComiRec-DR / ComiRec-SA on the ComiRec protocol."""
+    """Trains one of MIND / ComiRec-DR / ComiRec-SA on the ComiRec protocol.
+
+    A model named "<model>+align" also gets the alignment loss (rec_core.alignment) on the
+    semantic clusters of its training users (`clusters`: user id -> list of item-id lists), with
+    `align` = {"weight", "temperature"}."""
 
     def __init__(self, model_name: str, train_config: dict, data: ProtocolData, seed: int,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, clusters: dict[int, list[list[int]]] | None = None,
+                 align: dict | None = None):
         self.model_name, self.config, self.data, self.seed = model_name, train_config, data, seed
         self.rank, self.world_size = rank, world_size
+        self.clusters, self.align = clusters, align
+        if model_name.endswith(ALIGNED) and (clusters is None or align is None):
+            raise ValueError(f"{model_name} needs semantic clusters (run the semantic stage) and align settings")
 
     def setup(self, state: dict | None = None, wrap_model=None) -> None:
         """Build model and optimiser; restore `state` (a checkpoint) if given; `wrap_model` e.g. DDP."""
@@ -81,6 +92,16 @@ class MultiInterestTraining:
         self.pairs_ = training_pairs(self.data.train)
         if len(self.pairs_[0]) == 0:
             raise ValueError("no training pairs: every training user has a single interaction")
+        self.packed_clusters_ = None
+        if self.model_name.endswith(ALIGNED):
+            shapes = [(len(c), max(map(len, c))) for c in self.clusters.values() if c]
+            max_clusters = max((j for j, _ in shapes), default=1)
+            max_items = max((n for _, n in shapes), default=1)
+            self.packed_clusters_ = torch.as_tensor(pack_clusters(
+                self.data.train.user_ids, self.clusters, max_clusters, max_items, self.data.num_items))
+            covered = sum(int(u) in self.clusters for u in self.data.train.user_ids)
+            log.info("%s: semantic clusters for %d of %d training users", self.model_name, covered,
+                     len(self.data.train.user_ids))
 
     def state(self) -> dict:
         return {"model": self.model_.state_dict(), "optimizer": self.optimizer_.state_dict(),
@@ -92,7 +113,7 @@ class MultiInterestTraining:
 
     def run_epoch(self) -> dict:
         """One pass over this worker's share of the training pairs."""
-        starts, ends, targets = self.pairs_
+        starts, ends, targets, user_rows = self.pairs_
         order = np.random.default_rng([self.seed, self.epoch_]).permutation(len(starts))
         if self.config["max_samples_per_epoch"]:
             order = order[: self.config["max_samples_per_epoch"]]
@@ -109,7 +130,11 @@ class MultiInterestTraining:
                                           self.config["max_history"], pad)
             target = torch.as_tensor(self.data.train.items[targets[chosen]], dtype=torch.long)
             negatives = torch.randint(0, pad, (self.config["num_negatives"],), generator=generator)
-            loss = self.trainable_(history, mask, target, negatives)
+            if self.packed_clusters_ is None:
+                loss = self.trainable_(history, mask, target, negatives)
+            else:
+                loss = self.trainable_(history, mask, target, negatives, self.packed_clusters_[user_rows[chosen]],
+                                       self.align["weight"], self.align["temperature"])
             self.optimizer_.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer_.step()

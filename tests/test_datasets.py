@@ -19,6 +19,7 @@ def test_movielens_format_tables(tmp_path):
     root = write_ml100k(tmp_path / "movielens-100k", ["7\t2\t4\t20", "7\t1\t3\t10", "9\t1\t5\t5"])
     tables = load_dataset("movielens-100k", data_dir=root)
     assert tables.items["text"].tolist() == ["Heat (1995) - Action", "Clueless (1995) - Comedy"]
+    assert [list(x) for x in tables.items["labels"]] == [["Action"], ["Comedy"]]
     assert tables.items["item_id"].tolist() == [0, 1]
     # user "7" is dense id 0; its interactions are in time order
     assert tables.interactions.values.tolist() == [[0, 0, 10], [0, 1, 20], [1, 0, 5]]
@@ -117,7 +118,7 @@ def test_k_core_filter_is_iterative():
 
     # item 2 has one interaction; removing it leaves user 1 with one interaction, which then goes too
     inter = pd.DataFrame({"user_id": [0, 0, 1, 1, 2, 2], "item_id": [0, 1, 0, 2, 0, 1], "ts": range(6)})
-    items = pd.DataFrame({"item_id": [0, 1, 2], "source_id": ["x", "y", "z"], "title": "", "text": ""})
+    items = pd.DataFrame({"item_id": [0, 1, 2], "source_id": ["x", "y", "z"], "title": "", "text": "", "labels": [[]] * 3})
     users = pd.DataFrame({"user_id": [0, 1, 2], "source_id": ["a", "b", "c"]})
     out = apply_k_core(Tables(items, users, inter), 2)
     assert out.users["source_id"].tolist() == ["a", "c"]

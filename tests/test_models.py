@@ -5,7 +5,7 @@ import torch
 
 from rec_core.config import DEFAULTS
 from rec_core.evaluation import evaluate
-from rec_core.models import NEURAL_MODELS, Popularity, build_model, pad_histories
+from rec_core.models import NEURAL_BASES, Popularity, build_model, pad_histories
 from rec_core.splits import build_protocol, split_users
 from rec_core.training import MultiInterestTraining, training_pairs
 
@@ -13,7 +13,7 @@ TRAIN = {**DEFAULTS["train"], "embedding_dim": 16, "num_interests": 3, "max_hist
          "num_negatives": 64, "batch_size": 64, "cpus_per_worker": 1, "epochs": 6, "patience": 6}
 
 
-@pytest.mark.parametrize("name", NEURAL_MODELS)
+@pytest.mark.parametrize("name", NEURAL_BASES)
 def test_shapes_and_padding_is_ignored(name):
     torch.manual_seed(0)
     model = build_model(name, num_items=30, train_config=TRAIN).eval()
@@ -35,8 +35,9 @@ def test_training_pairs_cover_every_position():
     from rec_core.splits import Sequences
 
     seqs = Sequences(np.array([0, 1]), np.array([0, 3, 5]), np.array([10, 11, 12, 20, 21]))
-    starts, ends, targets = training_pairs(seqs)
+    starts, ends, targets, user_rows = training_pairs(seqs)
     assert list(zip(starts, ends)) == [(0, 1), (0, 2), (3, 4)]
+    assert user_rows.tolist() == [0, 0, 1]
     assert seqs.items[targets].tolist() == [11, 12, 21]
 
 
@@ -52,7 +53,7 @@ def clustered_interactions(n_users=300, n_groups=4, group_size=40, length=14, se
     return pd.DataFrame(rows, columns=["user_id", "item_id", "ts"]), n_groups * group_size
 
 
-@pytest.mark.parametrize("name", NEURAL_MODELS)
+@pytest.mark.parametrize("name", NEURAL_BASES)
 def test_recipe_learns_structure_beyond_popularity(name):
     frame, n_items = clustered_interactions()
     splits, _ = split_users(frame, seed=0)
@@ -81,3 +82,25 @@ def test_recipe_resumes_from_its_state():
     resumed.train()
     assert [h["epoch"] for h in resumed.history_] == [1, 2, 3]
     assert resumed.history_[:2] == first.history_
+
+
+def test_aligned_model_trains_with_clusters_and_needs_them():
+    frame, n_items = clustered_interactions()
+    splits, _ = split_users(frame, seed=0)
+    data = build_protocol(frame, splits, n_items)
+    # clusters = the item groups of each training user's items (as a perfect semantic grouping would)
+    clusters = {}
+    for row, user in enumerate(data.train.user_ids):
+        items = data.train.sequence(row)
+        clusters[int(user)] = [items[items // 40 == g].tolist() for g in np.unique(items // 40)]
+    config = {**TRAIN, "epochs": 10, "patience": 10, "learning_rate": 0.01}
+    with pytest.raises(ValueError, match="needs semantic clusters"):
+        MultiInterestTraining("comirec_sa+align", config, data, seed=0)
+    recipe = MultiInterestTraining("comirec_sa+align", config, data, seed=0, clusters=clusters,
+                                   align={"weight": 0.1, "temperature": 0.1})
+    recipe.setup()
+    last = recipe.train()
+    assert recipe.packed_clusters_.shape[0] == len(data.train.user_ids)
+    popularity = Popularity().fit(data.train.items, n_items)
+    pop_metrics, _ = evaluate(lambda rows, h, u: popularity.score(len(rows)), data.valid, n_items, ks=[20])
+    assert last["valid_recall@20"] > pop_metrics["recall@20"] + 0.1

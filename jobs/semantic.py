@@ -1,0 +1,156 @@
+"""Stage: user-individual semantic interests -> table `user_semantic_clusters`.
+
+Each selected training user's most recent `semantic.max_items` items (title and genres /
+categories) are split into 1..`semantic.max_clusters` named interest clusters by one of two
+backends (`semantic.backend`):
+
+- `encoder`: item-text embeddings clustered per user (rec_core.semantic_grouping), the default:
+  on this machine it groups by meaning where the small offline LLM does not (see the coherence
+  figures in the manifest and the README);
+- `llm`: the LLM stage (rec_core.llm_stage: Ray Data + vLLM, cached, structured JSON output),
+  every answer validated and repaired (rec_core.cluster_output). Items an answer leaves out go
+  to an "other" cluster (no collaborative embedding exists yet at this stage).
+
+Which users: all training users when `semantic.max_users` is 0, else a seeded random sample of
+that many training users (the LLM cost is this knob). Only training users are grouped: the
+clusters feed a training loss (alignment), never serving.
+
+Table columns: user_id, cluster, name, item_ids, status (ok / repaired / failed), backend,
+cache_key (llm backend), detail (repairs applied, or why it failed; failed users get one row with
+cluster -1). The manifest records counts, LLM token counts and timings, and the coherence of the
+grouping against random partitions of the same sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from rec_core.cli import main_guard
+from rec_core.cluster_output import CLUSTER_SCHEMA, FAILED, OK, validate_clusters
+from rec_core.coherence import coherence
+from rec_core.runs import Run
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You analyse what a user is interested in. You get the items the user engaged with, numbered. "
+    "Group the items into between 1 and {max_clusters} interests: each interest is one coherent theme "
+    "(genre, category, style or purpose), each item number appears in exactly one interest, and each "
+    "interest gets a short name. Answer with JSON only, in the form "
+    '{{"clusters": [{{"name": "<interest>", "items": [<item numbers>]}}]}}.'
+)
+
+
+def select_users(user_splits: pd.DataFrame, max_users: int, seed: int) -> np.ndarray:
+    users = np.sort(user_splits.loc[user_splits["split"] == "train", "user_id"].to_numpy())
+    if max_users and max_users < len(users):
+        users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+    return users
+
+
+def recent_items(interactions: pd.DataFrame, users: np.ndarray, max_items: int) -> dict[int, list[int]]:
+    frame = interactions[interactions["user_id"].isin(users)]
+    return {int(user): group["item_id"].to_numpy()[-max_items:].tolist()
+            for user, group in frame.groupby("user_id", sort=True)}
+
+
+def user_prompt(item_texts: list[str]) -> str:
+    lines = "\n".join(f"{number}. {text}" for number, text in enumerate(item_texts, start=1))
+    return f"Items:\n{lines}"
+
+
+def row_schema(n_items: int, max_clusters: int) -> str:
+    schema = json.loads(json.dumps(CLUSTER_SCHEMA))
+    schema["properties"]["clusters"]["maxItems"] = max_clusters
+    item = schema["properties"]["clusters"]["items"]["properties"]["items"]["items"]
+    item.update(minimum=1, maximum=n_items)
+    return json.dumps(schema)
+
+
+def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], semantic: dict):
+    from rec_core.semantic_grouping import EncoderGrouping
+
+    grouping = EncoderGrouping(semantic["encoder_model"], semantic["max_clusters"],
+                               semantic["merge_threshold"]).fit(items)
+    rows = []
+    for user, item_ids in histories.items():
+        names, clusters = grouping.group(item_ids)
+        rows += [{"user_id": user, "cluster": j, "name": name, "item_ids": members, "status": OK,
+                  "backend": "encoder", "cache_key": "", "detail": ""}
+                 for j, (name, members) in enumerate(zip(names, clusters))]
+    return rows, {"encoder_model": grouping.model_id_}
+
+
+def group_with_llm(items: pd.DataFrame, histories: dict[int, list[int]], config: dict):
+    from rec_core.llm_stage import cache_folder, run_prompts
+    from rec_core.prompt_cache import PromptCache
+
+    semantic = config["semantic"]
+    texts = items["text"].tolist()
+    users = list(histories)
+    requests = pd.DataFrame({
+        "request_id": users,
+        "system": SYSTEM_PROMPT.format(max_clusters=semantic["max_clusters"]),
+        "user": [user_prompt([texts[i] for i in histories[u]]) for u in users],
+        "schema": [row_schema(len(histories[u]), semantic["max_clusters"]) for u in users],
+    })
+    answers, stats = run_prompts(requests, config["llm"], PromptCache(cache_folder(config)))
+    rows = []
+    for answer in answers.itertuples():
+        item_ids = histories[int(answer.request_id)]
+        if answer.error:
+            result = validate_clusters("", item_ids, semantic["max_clusters"])
+            result.reason = f"request error: {answer.error}"
+        else:
+            result = validate_clusters(answer.output, item_ids, semantic["max_clusters"])
+        if result.status == FAILED:
+            rows.append({"user_id": int(answer.request_id), "cluster": -1, "name": "", "item_ids": [],
+                         "status": FAILED, "backend": "llm", "cache_key": answer.key, "detail": result.reason})
+            continue
+        rows += [{"user_id": int(answer.request_id), "cluster": j, "name": name, "item_ids": members,
+                  "status": result.status, "backend": "llm", "cache_key": answer.key,
+                  "detail": "; ".join(dict.fromkeys(result.repairs))}
+                 for j, (name, members) in enumerate(zip(result.names, result.clusters))]
+    return rows, {"llm": stats.as_dict()}
+
+
+def semantic(run: Run) -> pd.DataFrame:
+    config, semantic_config = run.config, run.config["semantic"]
+    with run.stage("semantic") as info:
+        items = run.read_table("items")
+        users = select_users(run.read_table("user_splits"), semantic_config["max_users"], config["seed"])
+        histories = recent_items(run.read_table("interactions"), users, semantic_config["max_items"])
+        backend = semantic_config["backend"]
+        log.info("semantic grouping of %d users with the %s backend", len(histories), backend)
+        if backend == "encoder":
+            rows, extra = group_with_encoder(items, histories, semantic_config)
+        elif backend == "llm":
+            rows, extra = group_with_llm(items, histories, config)
+        else:
+            raise ValueError(f"semantic.backend must be 'encoder' or 'llm', got {backend!r}")
+        table = pd.DataFrame(rows)
+        info["rows"] = {"user_semantic_clusters": run.write_table("user_semantic_clusters", table)}
+        per_user = table.drop_duplicates("user_id")["status"]
+        grouped = table[table["status"] != FAILED]
+        info.update(extra)
+        info["users"] = dict(Counter(per_user))
+        info["clusters_per_user"] = round(float(grouped.groupby("user_id").size().mean()), 3) if len(grouped) else 0.0
+        labels = {int(i): frozenset(l) for i, l in zip(items["item_id"], items["labels"])}
+        groupings = [g["item_ids"].map(list).tolist() for _, g in grouped.groupby("user_id")]
+        info["coherence"] = coherence(groupings, labels, seed=config["seed"])
+        log.info("semantic: users %s, %.2f clusters/user, coherence %.3f vs random %.3f", info["users"],
+                 info["clusters_per_user"], info["coherence"]["coherence"], info["coherence"]["random_baseline"])
+    return table
+
+
+def main(argv=None) -> None:
+    main_guard(lambda config: semantic(Run(config)), argv, __doc__)
+
+
+if __name__ == "__main__":
+    main()

