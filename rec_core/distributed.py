@@ -82,8 +82,11 @@ def _train_loop_per_worker(loop_config: dict) -> None:
     recipe.cleanup()
 
 
-def fit_with_ray_train(model_name: str, config: dict, run_root: Path) -> dict:
-    """Train one model on Ray Train; returns the final training state (with the best weights)."""
+def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: str | None = None) -> dict:
+    """Train one model on Ray Train; returns the final training state (with the best weights).
+
+    `run_name` (default: the model name) names the Ray Train run under <run>/ray_train/: the same
+    name resumes, another one starts afresh."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -98,7 +101,7 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path) -> dict:
             num_workers=train_config["num_workers"], use_gpu=train_config["use_gpu"],
             resources_per_worker={"CPU": train_config["cpus_per_worker"]}),
         run_config=ray.train.RunConfig(
-            name=model_name.replace("+", "-"), storage_path=str(Path(run_root) / "ray_train"),
+            name=run_name or model_name.replace("+", "-"), storage_path=str(Path(run_root) / "ray_train"),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=1)),
     )

@@ -82,14 +82,13 @@ def processor_config_kwargs(llm_config: dict, model: str) -> dict:
               "concurrency": int(llm_config["concurrency"]), "should_continue_on_error": True,
               "engine_kwargs": engine_kwargs}
     if llm_config["mode"] == "cpu":
-        cpus = int(llm_config["cpus_per_engine"])
+        cpus = llm_config["cpus_per_engine"]
         engine_kwargs.update(dtype="bfloat16", enforce_eager=bool(llm_config["enforce_eager"]))
         kwargs.update(
             placement_group_config={"bundles": [{"CPU": cpus}]},
             log_engine_metrics=False,
             max_concurrent_batches=2,
-            runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(llm_config["kv_cache_gib"]),
-                                      "OMP_NUM_THREADS": str(cpus)}},
+            runtime_env={"env_vars": engine_env(llm_config)},
             # the small CPU stages must not hold whole cores next to the engine
             chat_template_stage={"num_cpus": 0.1}, tokenize_stage={"num_cpus": 0.1},
             detokenize_stage={"num_cpus": 0.1},
@@ -102,6 +101,29 @@ def processor_config_kwargs(llm_config: dict, model: str) -> dict:
     else:
         raise ValueError(f"llm.mode must be 'cpu' or 'gpu', got {llm_config['mode']!r}")
     return kwargs
+
+
+def engine_env(llm_config: dict) -> dict:
+    """vLLM CPU settings for the engine actor. Ray pins OMP_NUM_THREADS to the actor's CPU count;
+    vLLM's own thread binding (`VLLM_CPU_OMP_THREADS_BIND`) decides how many cores compute."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(llm_config["kv_cache_gib"])}
+    threads = llm_config["engine_threads"]
+    env["VLLM_CPU_OMP_THREADS_BIND"] = "auto" if not threads else f"0-{int(threads) - 1}"
+    return env
+
+
+def check_resources(llm_config: dict) -> None:
+    """Fail fast, instead of waiting forever, when no node can host one engine actor."""
+    import ray
+
+    if llm_config["mode"] != "cpu":
+        return
+    need = float(llm_config["cpus_per_engine"]) + 0.5  # + the five small stages (0.1 CPU each)
+    biggest = max((node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]), default=0.0)
+    if biggest < need:
+        raise RuntimeError(f"the LLM stage needs a node with {need} CPUs (llm.cpus_per_engine="
+                           f"{llm_config['cpus_per_engine']} + 0.5 for its small stages); the largest node has "
+                           f"{biggest}: lower llm.cpus_per_engine")
 
 
 def _preprocess(row: dict) -> dict:
@@ -152,12 +174,17 @@ def _generate(todo: pd.DataFrame, model: str, params: dict, llm_config: dict, ca
     import ray
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
+    if not ray.is_initialized():
+        ray.init(configure_logging=False)
+    check_resources(llm_config)
     config = vLLMEngineProcessorConfig(**processor_config_kwargs(llm_config, model))
-    processor = build_processor(config, preprocess=_preprocess, postprocess=_postprocess)
+    # pre/postprocess are tiny: a whole CPU each would starve the engine on a small node
+    light = {"num_cpus": 0.1}
+    processor = build_processor(config, preprocess=_preprocess, postprocess=_postprocess,
+                                preprocess_map_kwargs=light, postprocess_map_kwargs=light)
     dataset = ray.data.from_pandas(pd.DataFrame({
         "key": todo["key"].to_numpy(), "messages": todo["messages"].to_numpy(),
         "schema": todo["schema"].to_numpy(), "sampling": json.dumps(params)}))
-    pending: list[pd.DataFrame] = []
     for batch in processor(dataset).iter_batches(batch_size=flush_rows, batch_format="pandas"):
         batch = _normalise(batch)
         ok = batch[batch["error"] == ""]
@@ -166,10 +193,9 @@ def _generate(todo: pd.DataFrame, model: str, params: dict, llm_config: dict, ca
         stats.input_tokens += int(batch["num_input_tokens"].sum())
         stats.output_tokens += int(batch["num_generated_tokens"].sum())
         cache.add(ok.assign(model=model)[["key", "model", "output", "num_input_tokens", "num_generated_tokens"]])
-        pending.append(batch.assign(cached=False))
         log.info("LLM: %d/%d answered (%d errors, %d output tokens)", stats.sent, len(todo), stats.errors,
                  stats.output_tokens)
-        yield pending.pop()
+        yield batch.assign(cached=False)
 
 
 def _normalise(batch: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import pytest
 DATA_DIR = Path(os.environ.get("REC_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "movielens-100k").is_dir():
         pytest.skip(f"shared data not found at {DATA_DIR}")

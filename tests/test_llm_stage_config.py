@@ -17,11 +17,11 @@ def llm_config(**changes):
 
 
 def test_cpu_mode_requests_cpu_bundle_and_no_gpu():
-    kwargs = processor_config_kwargs(llm_config(cpus_per_engine=3, kv_cache_gib=2), "/models/m")
+    kwargs = processor_config_kwargs(llm_config(cpus_per_engine=3, kv_cache_gib=2, engine_threads=2), "/models/m")
     assert kwargs["placement_group_config"] == {"bundles": [{"CPU": 3}]}
     assert kwargs["log_engine_metrics"] is False and kwargs["should_continue_on_error"] is True
     assert kwargs["engine_kwargs"]["enable_prefix_caching"] is True
-    assert kwargs["runtime_env"]["env_vars"]["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert kwargs["runtime_env"]["env_vars"] == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
     assert "accelerator_type" not in kwargs
 
 
