@@ -1,6 +1,7 @@
 """Benchmarks: commands that print figures (a table, then one JSON line per model and metric).
 
     python -m jobs.benchmark baselines --dataset amazon-beauty [--config FILE] [key=value ...]
+    python -m jobs.benchmark alignment --dataset movielens-100k --seeds 3 --backend encoder
 
 `baselines` runs the refresh job (ingest, Ray Train training with model selection on validation,
 test evaluation) for Popularity, MIND, ComiRec-DR and ComiRec-SA. Then, per neural model, it
@@ -8,6 +9,10 @@ measures training throughput (samples/s, timed inside the epoch loop, same recip
 thread count) of Ray Train with one worker against the plain in-process torch loop, interleaved
 plain -> Ray Train -> plain over `--throughput-epochs` epochs each so that drift in the machine's
 speed hits both sides alike; the ratio is Ray Train / mean of the two plain measurements.
+
+`alignment` trains ComiRec-SA with and without the semantic-cluster alignment loss on the same
+splits for several seeds and prints mean ± std of the test metrics plus the grouping statistics
+(clusters per user, coherence against random partitions) of the chosen backend.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import datetime
 import json
 import statistics
 
+import pandas as pd
 import torch
 
 from jobs.evaluate import metrics_table
@@ -80,6 +86,34 @@ def baselines(dataset: str, config_path: str | None, overrides: list[str], epoch
                           "k": int(row.k), "value": round(row.value, 5), **figures[row.model]}))
 
 
+def alignment(dataset: str, config_path: str | None, overrides: list[str], seeds: int, backend: str) -> None:
+    """ComiRec-SA with and without the alignment loss, `seeds` seeds, one semantic backend."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    rows, groupings = [], []
+    for seed in range(seeds):
+        config = load_config(config_path, [f"data.dataset={dataset}", f"seed={2026 + seed}",
+                                           f"run_id=bench-align-{dataset}-{backend}-{stamp}-s{seed}",
+                                           "models=[comirec_sa,comirec_sa+align]", f"semantic.backend={backend}",
+                                           *overrides])
+        run = refresh(config)
+        metrics = run.read_table("metrics")
+        rows.append(metrics[metrics["split"] == "test"].assign(seed=seed))
+        groupings.append({k: run.manifest["stages"]["semantic"].get(k)
+                          for k in ("users", "clusters_per_user", "coherence", "seconds")})
+    table = pd.concat(rows)
+    table = table[table["k"].isin([20, 50]) & table["metric"].isin(["recall", "ndcg"])]
+    summary = table.groupby(["model", "metric", "k"])["value"].agg(["mean", "std"]).reset_index()
+    print(f"\n== alignment on {dataset}, backend {backend}, {seeds} seeds (test split, mean ± std)")
+    for row in summary.itertuples():
+        print(f"{row.model:18s} {row.metric}@{row.k:<3d} {row.mean:.4f} ± {row.std:.4f}")
+    for seed, grouping in enumerate(groupings):
+        print(f"seed {seed}: grouping {json.dumps(grouping)}")
+    for row in summary.itertuples():
+        print(json.dumps({"benchmark": "alignment", "dataset": dataset, "backend": backend, "seeds": seeds,
+                          "model": row.model, "metric": row.metric, "k": int(row.k),
+                          "mean": round(row.mean, 5), "std": round(row.std, 5)}))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="benchmark", required=True)
@@ -89,9 +123,18 @@ def main(argv=None) -> None:
     base.add_argument("--throughput-epochs", type=int, default=2,
                       help="epochs timed for each of plain, Ray Train, plain")
     base.add_argument("overrides", nargs="*")
+    align = sub.add_parser("alignment", help="ComiRec-SA with and without alignment, several seeds")
+    align.add_argument("--dataset", required=True)
+    align.add_argument("--config", default=None)
+    align.add_argument("--seeds", type=int, default=3)
+    align.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
+    align.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     setup_logging()
-    baselines(args.dataset, args.config, args.overrides, args.throughput_epochs)
+    if args.benchmark == "baselines":
+        baselines(args.dataset, args.config, args.overrides, args.throughput_epochs)
+    else:
+        alignment(args.dataset, args.config, args.overrides, args.seeds, args.backend)
 
 
 if __name__ == "__main__":
