@@ -20,7 +20,7 @@ from jobs.ingest import ingest
 from jobs.semantic import semantic
 from jobs.train import train
 from rec_core.cli import main_guard
-from rec_core.models import ALIGNED
+from rec_core.models import is_aligned
 from rec_core.runs import Run
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def refresh(config: dict) -> Run:
     run = Run(config)
     log.info("run %s -> %s", run.run_id, run.root)
     stages = [("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export)]
-    if any(model.endswith(ALIGNED) for model in config["models"]):
+    if any(is_aligned(model) for model in config["models"]):
         stages.insert(1, ("semantic", semantic))  # the aligned models train on its clusters
     for stage, function in stages:
         if stage != "train" and run.stage_done(stage):

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from rec_core.cli import main_guard
-from rec_core.cluster_output import CLUSTER_SCHEMA, FAILED, OK, validate_clusters
+from rec_core.cluster_output import CLUSTER_SCHEMA, FAILED, OK, ClusterResult, validate_clusters
 from rec_core.coherence import coherence
 from rec_core.runs import Run
 
@@ -105,8 +105,7 @@ def group_with_llm(items: pd.DataFrame, histories: dict[int, list[int]], config:
     for answer in answers.itertuples():
         item_ids = histories[int(answer.request_id)]
         if answer.error:
-            result = validate_clusters("", item_ids, semantic["max_clusters"])
-            result.reason = f"request error: {answer.error}"
+            result = ClusterResult(FAILED, reason=f"request error: {answer.error}")
         else:
             result = validate_clusters(answer.output, item_ids, semantic["max_clusters"])
         if result.status == FAILED:

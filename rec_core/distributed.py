@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from rec_core.models import ALIGNED
+from rec_core.models import is_aligned
 from rec_core.splits import build_protocol
 from rec_core.training import MultiInterestTraining
 
@@ -57,7 +57,7 @@ def _train_loop_per_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     data = load_protocol(loop_config["run_root"], loop_config["history_fraction"])
-    aligned = loop_config["model"].endswith(ALIGNED)
+    aligned = is_aligned(loop_config["model"])
     recipe = MultiInterestTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
                                    rank=rank, world_size=world,
                                    clusters=load_clusters(loop_config["run_root"]) if aligned else None,

@@ -158,8 +158,7 @@ def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
         log.info("LLM: %d prompts, %d answered from the cache, sending %d to %s",
                  len(frame), stats.cache_hits, len(todo), model)
         fresh = list(_generate(todo, model, params, llm_config, cache, cache_flush_rows, stats))
-    answered = pd.concat([cached.assign(error="", cached=True)] + fresh, ignore_index=True) \
-        if fresh else cached.assign(error="", cached=True)
+    answered = pd.concat([cached.assign(error="", cached=True), *fresh], ignore_index=True)
     answered = answered.drop_duplicates("key", keep="last")[
         ["key", "output", "error", "num_input_tokens", "num_generated_tokens", "cached"]]
     result = frame[["request_id", "key"]].merge(answered, on="key", how="left")

@@ -34,12 +34,16 @@ NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa")
 ALIGNED = "+align"  # "<neural model>+align": trained with the semantic-cluster alignment loss
 
 
+def is_aligned(name: str) -> bool:
+    return name.endswith(ALIGNED)
+
+
 def base_model(name: str) -> str:
-    return name[: -len(ALIGNED)] if name.endswith(ALIGNED) else name
+    return name[: -len(ALIGNED)] if is_aligned(name) else name
 
 
 def is_known_model(name: str) -> bool:
-    return name in BASE_MODELS or (name.endswith(ALIGNED) and base_model(name) in NEURAL_BASES)
+    return name in BASE_MODELS or (is_aligned(name) and base_model(name) in NEURAL_BASES)
 
 
 def is_neural(name: str) -> bool:

@@ -22,7 +22,7 @@ import torch
 
 from rec_core.alignment import pack_clusters
 from rec_core.evaluation import evaluate
-from rec_core.models import ALIGNED, build_model, pad_histories
+from rec_core.models import build_model, is_aligned, pad_histories
 from rec_core.splits import ProtocolData, Sequences
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,15 @@ Report = Callable[[dict, dict], None]
 """report(epoch_metrics, training_state): called once per epoch (Ray: ray.train.report)."""
 
 
-def training_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(history start, history end, target index into train.items, user row) for every position >= 1."""
+def training_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(history start, history end, user row) for every position >= 1; the target is train.items[end]."""
     lengths = np.diff(train.offsets)
     pairs_per_user = np.maximum(lengths - 1, 0)
     starts = np.repeat(train.offsets[:-1], pairs_per_user)
     positions = np.concatenate([np.arange(1, n) for n in lengths]) if len(lengths) else np.zeros(0, np.int64)
     ends = starts + positions
     rows = np.repeat(np.arange(len(lengths)), pairs_per_user)
-    return starts.astype(np.int64), ends.astype(np.int64), ends.astype(np.int64), rows.astype(np.int64)
+    return starts.astype(np.int64), ends.astype(np.int64), rows.astype(np.int64)
 
 
 def model_score_fn(model, max_history: int, num_items: int):
@@ -68,7 +68,7 @@ class MultiInterestTraining:
         self.model_name, self.config, self.data, self.seed = model_name, train_config, data, seed
         self.rank, self.world_size = rank, world_size
         self.clusters, self.align = clusters, align
-        if model_name.endswith(ALIGNED) and (clusters is None or align is None):
+        if is_aligned(model_name) and (clusters is None or align is None):
             raise ValueError(f"{model_name} needs semantic clusters (run the semantic stage) and align settings")
 
     def setup(self, state: dict | None = None, wrap_model=None) -> None:
@@ -93,7 +93,7 @@ class MultiInterestTraining:
         if len(self.pairs_[0]) == 0:
             raise ValueError("no training pairs: every training user has a single interaction")
         self.packed_clusters_ = None
-        if self.model_name.endswith(ALIGNED):
+        if is_aligned(self.model_name):
             shapes = [(len(c), max(map(len, c))) for c in self.clusters.values() if c]
             max_clusters = max((j for j, _ in shapes), default=1)
             max_items = max((n for _, n in shapes), default=1)
@@ -113,7 +113,7 @@ class MultiInterestTraining:
 
     def run_epoch(self) -> dict:
         """One pass over this worker's share of the training pairs."""
-        starts, ends, targets, user_rows = self.pairs_
+        starts, ends, user_rows = self.pairs_
         order = np.random.default_rng([self.seed, self.epoch_]).permutation(len(starts))
         if self.config["max_samples_per_epoch"]:
             order = order[: self.config["max_samples_per_epoch"]]
@@ -128,7 +128,7 @@ class MultiInterestTraining:
             chosen = order[index * batch_size: (index + 1) * batch_size]
             history, mask = pad_histories(self.data.train.items, starts[chosen], ends[chosen],
                                           self.config["max_history"], pad)
-            target = torch.as_tensor(self.data.train.items[targets[chosen]], dtype=torch.long)
+            target = torch.as_tensor(self.data.train.items[ends[chosen]], dtype=torch.long)
             negatives = torch.randint(0, pad, (self.config["num_negatives"],), generator=generator)
             if self.packed_clusters_ is None:
                 loss = self.trainable_(history, mask, target, negatives)

@@ -35,10 +35,10 @@ def test_training_pairs_cover_every_position():
     from rec_core.splits import Sequences
 
     seqs = Sequences(np.array([0, 1]), np.array([0, 3, 5]), np.array([10, 11, 12, 20, 21]))
-    starts, ends, targets, user_rows = training_pairs(seqs)
+    starts, ends, user_rows = training_pairs(seqs)
     assert list(zip(starts, ends)) == [(0, 1), (0, 2), (3, 4)]
     assert user_rows.tolist() == [0, 0, 1]
-    assert seqs.items[targets].tolist() == [11, 12, 21]
+    assert seqs.items[ends].tolist() == [11, 12, 21]
 
 
 def clustered_interactions(n_users=300, n_groups=4, group_size=40, length=14, seed=0):
