@@ -2,6 +2,9 @@
 
     python -m jobs.benchmark baselines --dataset amazon-beauty [--config FILE] [key=value ...]
     python -m jobs.benchmark alignment --dataset movielens-100k --seeds 3 --backend encoder
+    python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 3
+    python -m jobs.benchmark llm-throughput | llm-cache | grouping ...   (see jobs/benchmark_llm.py)
+    python -m jobs.benchmark max-cover --dataset amazon-beauty          (see jobs/benchmark_crowd.py)
 
 `baselines` runs the refresh job (ingest, Ray Train training with model selection on validation,
 test evaluation) for Popularity, MIND, ComiRec-DR and ComiRec-SA. Then, per neural model, it
@@ -11,8 +14,13 @@ plain -> Ray Train -> plain over `--throughput-epochs` epochs each so that drift
 speed hits both sides alike; the ratio is Ray Train / mean of the two plain measurements.
 
 `alignment` trains ComiRec-SA with and without the semantic-cluster alignment loss on the same
-splits for several seeds and prints mean ± std of the test metrics plus the grouping statistics
-(clusters per user, coherence against random partitions) of the chosen backend.
+splits for several seeds and prints mean ± std of the test metrics (and of the best validation
+Recall@50, the figure to choose settings on) plus the grouping statistics (clusters per user,
+coherence against random partitions) of the chosen backend.
+
+`ablation` does the same for the dual-level model's parts: the ComiRec-SA backbone, + alignment,
++ contrastive (crowd level), and the full model (both), printing Recall/NDCG/HitRate@{20,50} and
+the semantic, synthesize and crowd_semantic stage statistics of every seed.
 """
 
 from __future__ import annotations
@@ -21,10 +29,12 @@ import argparse
 import datetime
 import json
 import statistics
+import time
 
 import pandas as pd
 import torch
 
+from jobs import benchmark_crowd, benchmark_llm
 from jobs.evaluate import metrics_table
 from jobs.refresh import refresh
 from rec_core.cli import setup_logging
@@ -86,30 +96,47 @@ def baselines(dataset: str, config_path: str | None, overrides: list[str], epoch
                           "k": int(row.k), "value": round(row.value, 5), **figures[row.model]}))
 
 
-def alignment(dataset: str, config_path: str | None, overrides: list[str], seeds: int, backend: str) -> None:
-    """ComiRec-SA with and without the alignment loss, `seeds` seeds, one semantic backend."""
+ALIGNMENT_MODELS = ["comirec_sa", "comirec_sa+align"]
+ABLATION_MODELS = ["comirec_sa", "comirec_sa+align", "comirec_sa+contrast", "comirec_sa+align+contrast"]
+METRICS = ["recall", "ndcg", "hit_rate", "valid_recall"]
+
+
+def compare_models(benchmark: str, models: list[str], dataset: str, config_path: str | None,
+                   overrides: list[str], seeds: int, backend: str) -> None:
+    """`models` trained on the same splits for seeds 2026.. 2026+seeds-1; mean ± std of the test metrics."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    rows, groupings = [], []
+    rows, stages = [], []
     for seed in range(seeds):
         config = load_config(config_path, [f"data.dataset={dataset}", f"seed={2026 + seed}",
-                                           f"run_id=bench-align-{dataset}-{backend}-{stamp}-s{seed}",
-                                           "models=[comirec_sa,comirec_sa+align]", f"semantic.backend={backend}",
+                                           f"run_id=bench-{benchmark}-{dataset}-{backend}-{stamp}-s{seed}",
+                                           f"models=[{','.join(models)}]", f"semantic.backend={backend}",
                                            *overrides])
         run = refresh(config)
         metrics = run.read_table("metrics")
         rows.append(metrics[metrics["split"] == "test"].assign(seed=seed))
-        groupings.append({k: run.manifest["stages"]["semantic"].get(k)
-                          for k in ("users", "clusters_per_user", "coherence", "seconds")})
+        rows.append(pd.DataFrame([{"model": model, "metric": "valid_recall", "k": 50, "seed": seed,
+                                   "value": run.manifest["stages"][f"train:{model}"]["best_valid_recall@50"]}
+                                  for model in config["models"]]))
+        stages.append({stage: {k: info.get(k) for k in ("users", "clusters_per_user", "coherence", "status",
+                                                        "cliques", "objective_over_greedy", "seconds") if k in info}
+                       for stage, info in run.manifest["stages"].items()
+                       if stage in ("semantic", "synthesize", "crowd_semantic")})
     table = pd.concat(rows)
-    table = table[table["k"].isin([20, 50]) & table["metric"].isin(["recall", "ndcg"])]
+    table = table[table["k"].isin([20, 50]) & table["metric"].isin(METRICS)]
     summary = table.groupby(["model", "metric", "k"])["value"].agg(["mean", "std"]).reset_index()
-    print(f"\n== alignment on {dataset}, backend {backend}, {seeds} seeds (test split, mean ± std)")
+    summary["model"] = pd.Categorical(summary["model"], models)
+    summary["metric"] = pd.Categorical(summary["metric"], METRICS)
+    summary = summary.sort_values(["model", "metric", "k"])
+    print(f"\n== {benchmark} on {dataset}, backend {backend}, {seeds} seeds (test split, mean ± std; "
+          "valid_recall@50: the best validation score, what model selection saw)")
+    wide = summary.assign(cell=[f"{m:.4f} ± {s:.4f}" for m, s in zip(summary["mean"], summary["std"])])
+    wide = wide.pivot(index="model", columns=["metric", "k"], values="cell")
+    wide.columns = [f"{metric}@{k}" for metric, k in wide.columns]
+    print(wide.to_string())
+    for seed, info in enumerate(stages):
+        print(f"seed {seed}: {json.dumps(info)}")
     for row in summary.itertuples():
-        print(f"{row.model:18s} {row.metric}@{row.k:<3d} {row.mean:.4f} ± {row.std:.4f}")
-    for seed, grouping in enumerate(groupings):
-        print(f"seed {seed}: grouping {json.dumps(grouping)}")
-    for row in summary.itertuples():
-        print(json.dumps({"benchmark": "alignment", "dataset": dataset, "backend": backend, "seeds": seeds,
+        print(json.dumps({"benchmark": benchmark, "dataset": dataset, "backend": backend, "seeds": seeds,
                           "model": row.model, "metric": row.metric, "k": int(row.k),
                           "mean": round(row.mean, 5), "std": round(row.std, 5)}))
 
@@ -129,12 +156,44 @@ def main(argv=None) -> None:
     align.add_argument("--seeds", type=int, default=3)
     align.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
     align.add_argument("overrides", nargs="*")
+    ablation = sub.add_parser("ablation", help="backbone, +align, +contrast, full: several seeds")
+    ablation.add_argument("--dataset", required=True)
+    ablation.add_argument("--config", default=None)
+    ablation.add_argument("--seeds", type=int, default=3)
+    ablation.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
+    ablation.add_argument("overrides", nargs="*")
+    speed = sub.add_parser("llm-throughput", help="Ray Data LLM stage vs bare vllm.LLM.chat; eager vs compiled")
+    speed.add_argument("--prompts", type=int, default=96)
+    cached = sub.add_parser("llm-cache", help="prompts sent on a rerun and after changing some histories")
+    cached.add_argument("--changed", type=float, default=0.01, help="share of the users whose history changes")
+    cached.add_argument("--change-seed", type=int, default=None, help="default: the clock")
+    group = sub.add_parser("grouping", help="semantic grouping statistics, coherence and examples")
+    group.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
+    group.add_argument("--examples", type=int, default=3)
+    cover = sub.add_parser("max-cover", help="CP-SAT vs greedy on the real user cliques; solve time vs size")
+    for llm_parser in (speed, cached, group, cover):
+        llm_parser.add_argument("--dataset", default="movielens-100k")
+        llm_parser.add_argument("--config", default=None)
+        llm_parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     setup_logging()
     if args.benchmark == "baselines":
         baselines(args.dataset, args.config, args.overrides, args.throughput_epochs)
+    elif args.benchmark == "alignment":
+        compare_models("alignment", ALIGNMENT_MODELS, args.dataset, args.config, args.overrides, args.seeds,
+                       args.backend)
+    elif args.benchmark == "ablation":
+        compare_models("ablation", ABLATION_MODELS, args.dataset, args.config, args.overrides, args.seeds,
+                       args.backend)
+    elif args.benchmark == "llm-throughput":
+        benchmark_llm.throughput(args.dataset, args.config, args.overrides, args.prompts)
+    elif args.benchmark == "llm-cache":
+        seed = args.change_seed if args.change_seed is not None else time.time_ns() % 2**31
+        benchmark_llm.cache(args.dataset, args.config, args.overrides, args.changed, seed)
+    elif args.benchmark == "max-cover":
+        benchmark_crowd.max_cover(args.dataset, args.config, args.overrides)
     else:
-        alignment(args.dataset, args.config, args.overrides, args.seeds, args.backend)
+        benchmark_llm.grouping(args.dataset, args.config, args.overrides, args.backend, args.examples)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""The refresh job: ingest -> [semantic] -> train -> evaluate -> export into <output_dir>/<run_id>/.
+"""The refresh job: ingest -> [semantic] -> [synthesize -> crowd_semantic] -> train -> evaluate -> export
+into <output_dir>/<run_id>/.
 
-The semantic stage (user-individual interests) runs when a configured model is "<model>+align".
+The semantic stage (user-individual interests) runs when a configured model has "+align"; the
+crowd stages (cliques, max-cover synthesized users, their interests) when one has "+contrast".
 
     python -m jobs.refresh                                  # ML-100K, all models, local Ray
     python -m jobs.refresh --config configs/amazon-beauty.yaml run_id=nightly
@@ -15,12 +17,14 @@ import logging
 import time
 
 from jobs.evaluate import evaluate_run, metrics_table
+from jobs.crowd_semantic import crowd_semantic
 from jobs.export import export
 from jobs.ingest import ingest
 from jobs.semantic import semantic
+from jobs.synthesize import synthesize
 from jobs.train import train
 from rec_core.cli import main_guard
-from rec_core.models import is_aligned
+from rec_core.models import is_aligned, is_contrastive
 from rec_core.runs import Run
 
 log = logging.getLogger(__name__)
@@ -31,6 +35,8 @@ def refresh(config: dict) -> Run:
     run = Run(config)
     log.info("run %s -> %s", run.run_id, run.root)
     stages = [("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export)]
+    if any(is_contrastive(model) for model in config["models"]):  # these train on the crowd's clusters
+        stages[1:1] = [("synthesize", synthesize), ("crowd_semantic", crowd_semantic)]
     if any(is_aligned(model) for model in config["models"]):
         stages.insert(1, ("semantic", semantic))  # the aligned models train on its clusters
     for stage, function in stages:

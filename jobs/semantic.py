@@ -11,9 +11,12 @@ backends (`semantic.backend`):
   every answer validated and repaired (rec_core.cluster_output). Items an answer leaves out go
   to an "other" cluster (no collaborative embedding exists yet at this stage).
 
-Which users: all training users when `semantic.max_users` is 0, else a seeded random sample of
-that many training users (the LLM cost is this knob). Only training users are grouped: the
-clusters feed a training loss (alignment), never serving.
+Which users: all training users when `semantic.max_users` is 0, else the `max_users` training
+users with the lowest sha256("<semantic.selection_seed>:<user id>"), a seeded sample that does not
+depend on the split: a user picked once is picked again in every run where it is a training
+user, so reruns with other split seeds or a nightly refresh hit the LLM cache (the LLM cost is
+this knob). Only training users are grouped: the clusters feed a training loss (alignment), never
+serving.
 
 Table columns: user_id, cluster, name, item_ids, status (ok / repaired / failed), backend,
 cache_key (llm backend), detail (repairs applied, or why it failed; failed users get one row with
@@ -23,6 +26,7 @@ grouping against random partitions of the same sizes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -46,10 +50,11 @@ SYSTEM_PROMPT = (
 )
 
 
-def select_users(user_splits: pd.DataFrame, max_users: int, seed: int) -> np.ndarray:
+def select_users(user_splits: pd.DataFrame, max_users: int, selection_seed: int) -> np.ndarray:
     users = np.sort(user_splits.loc[user_splits["split"] == "train", "user_id"].to_numpy())
     if max_users and max_users < len(users):
-        users = np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+        rank = [hashlib.sha256(f"{selection_seed}:{int(user)}".encode()).hexdigest() for user in users]
+        users = np.sort(users[np.argsort(rank, kind="stable")[:max_users]])
     return users
 
 
@@ -87,20 +92,26 @@ def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], sem
     return rows, {"encoder_model": grouping.model_id_}
 
 
+def cluster_requests(items: pd.DataFrame, histories: dict[int, list[int]], max_clusters: int) -> pd.DataFrame:
+    """One LLM request per user (request_id = user id): shared instruction, numbered items, schema."""
+    texts = items["text"].tolist()
+    users = list(histories)
+    return pd.DataFrame({
+        "request_id": users,
+        "system": SYSTEM_PROMPT.format(max_clusters=max_clusters),
+        "user": [user_prompt([texts[i] for i in histories[u]]) for u in users],
+        "schema": [row_schema(len(histories[u]), max_clusters) for u in users],
+    })
+
+
 def group_with_llm(items: pd.DataFrame, histories: dict[int, list[int]], config: dict):
     from rec_core.llm_stage import cache_folder, run_prompts
     from rec_core.prompt_cache import PromptCache
 
     semantic = config["semantic"]
-    texts = items["text"].tolist()
-    users = list(histories)
-    requests = pd.DataFrame({
-        "request_id": users,
-        "system": SYSTEM_PROMPT.format(max_clusters=semantic["max_clusters"]),
-        "user": [user_prompt([texts[i] for i in histories[u]]) for u in users],
-        "schema": [row_schema(len(histories[u]), semantic["max_clusters"]) for u in users],
-    })
-    answers, stats = run_prompts(requests, config["llm"], PromptCache(cache_folder(config)))
+    requests = cluster_requests(items, histories, semantic["max_clusters"])
+    answers, stats = run_prompts(requests, config["llm"], PromptCache(cache_folder(config)),
+                                 cache_flush_rows=config["llm"]["cache_flush_rows"])
     rows = []
     for answer in answers.itertuples():
         item_ids = histories[int(answer.request_id)]
@@ -119,33 +130,41 @@ def group_with_llm(items: pd.DataFrame, histories: dict[int, list[int]], config:
     return rows, {"llm": stats.as_dict()}
 
 
-def semantic(run: Run) -> pd.DataFrame:
+def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, list[int]], backend: str,
+                    id_column: str = "user_id") -> pd.DataFrame:
+    """Group each history (id -> item ids) with `backend` into table `table_name`, inside run stage
+    `stage` (shared by this stage and jobs.crowd_semantic)."""
     config, semantic_config = run.config, run.config["semantic"]
-    with run.stage("semantic") as info:
+    with run.stage(stage) as info:
         items = run.read_table("items")
-        users = select_users(run.read_table("user_splits"), semantic_config["max_users"], config["seed"])
-        histories = recent_items(run.read_table("interactions"), users, semantic_config["max_items"])
-        backend = semantic_config["backend"]
-        log.info("semantic grouping of %d users with the %s backend", len(histories), backend)
+        log.info("%s: grouping %d histories with the %s backend", stage, len(histories), backend)
         if backend == "encoder":
             rows, extra = group_with_encoder(items, histories, semantic_config)
         elif backend == "llm":
             rows, extra = group_with_llm(items, histories, config)
         else:
             raise ValueError(f"semantic.backend must be 'encoder' or 'llm', got {backend!r}")
-        table = pd.DataFrame(rows)
-        info["rows"] = {"user_semantic_clusters": run.write_table("user_semantic_clusters", table)}
-        per_user = table.drop_duplicates("user_id")["status"]
+        table = pd.DataFrame(rows).rename(columns={"user_id": id_column})
+        info["rows"] = {table_name: run.write_table(table_name, table)}
+        per_user = table.drop_duplicates(id_column)["status"]
         grouped = table[table["status"] != FAILED]
         info.update(extra)
         info["users"] = dict(Counter(per_user))
-        info["clusters_per_user"] = round(float(grouped.groupby("user_id").size().mean()), 3) if len(grouped) else 0.0
+        info["clusters_per_user"] = round(float(grouped.groupby(id_column).size().mean()), 3) if len(grouped) else 0.0
         labels = {int(i): frozenset(l) for i, l in zip(items["item_id"], items["labels"])}
-        groupings = [g["item_ids"].map(list).tolist() for _, g in grouped.groupby("user_id")]
+        groupings = [g["item_ids"].map(list).tolist() for _, g in grouped.groupby(id_column)]
         info["coherence"] = coherence(groupings, labels, seed=config["seed"])
-        log.info("semantic: users %s, %.2f clusters/user, coherence %.3f vs random %.3f", info["users"],
+        log.info("%s: %s %s, %.2f clusters each, coherence %.3f vs random %.3f", stage, id_column, info["users"],
                  info["clusters_per_user"], info["coherence"]["coherence"], info["coherence"]["random_baseline"])
     return table
+
+
+def semantic(run: Run) -> pd.DataFrame:
+    semantic_config = run.config["semantic"]
+    users = select_users(run.read_table("user_splits"), semantic_config["max_users"],
+                         semantic_config["selection_seed"])
+    histories = recent_items(run.read_table("interactions"), users, semantic_config["max_items"])
+    return group_histories(run, "semantic", "user_semantic_clusters", histories, semantic_config["backend"])
 
 
 def main(argv=None) -> None:

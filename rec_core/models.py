@@ -28,22 +28,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from rec_core.alignment import alignment_loss
+from rec_core.contrastive import contrastive_loss
 
 BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa")
 NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa")
-ALIGNED = "+align"  # "<neural model>+align": trained with the semantic-cluster alignment loss
+# "<neural model>" + any of these suffixes, in this order: "+align" trains with the alignment of
+# user semantic clusters to interests, "+contrast" with the contrastive loss on the synthesized
+# users' clusters; "comirec_sa+align+contrast" is the full dual-level model.
+VARIANTS = ("+align", "+contrast")
+
+
+def model_parts(name: str) -> tuple[str, tuple[str, ...]]:
+    """"comirec_sa+align+contrast" -> ("comirec_sa", ("+align", "+contrast"))."""
+    base, *suffixes = name.split("+")
+    return base, tuple(f"+{suffix}" for suffix in suffixes)
 
 
 def is_aligned(name: str) -> bool:
-    return name.endswith(ALIGNED)
+    return "+align" in model_parts(name)[1]
+
+
+def is_contrastive(name: str) -> bool:
+    return "+contrast" in model_parts(name)[1]
 
 
 def base_model(name: str) -> str:
-    return name[: -len(ALIGNED)] if is_aligned(name) else name
+    return model_parts(name)[0]
 
 
 def is_known_model(name: str) -> bool:
-    return name in BASE_MODELS or (is_aligned(name) and base_model(name) in NEURAL_BASES)
+    base, suffixes = model_parts(name)
+    if not suffixes:
+        return base in BASE_MODELS
+    in_order = [v for v in VARIANTS if v in suffixes]
+    return base in NEURAL_BASES and list(suffixes) == in_order
 
 
 def is_neural(name: str) -> bool:
@@ -83,9 +101,10 @@ class MultiInterestModel(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         return self.item_embedding.weight[: self.num_items]
 
-    def forward(self, history, mask, targets, negatives, cluster_items=None, align_weight=0.0,
-                align_temperature=0.1):
-        """Sampled-softmax loss of the batch, plus the weighted alignment loss when clusters are given."""
+    def forward(self, history, mask, targets, negatives, cluster_items=None, synthesized_clusters=None,
+                align_weight=0.0, align_temperature=0.1, contrast_weight=0.0, contrast_temperature=0.1):
+        """Sampled-softmax loss of the batch, plus the weighted alignment loss when the users' semantic
+        clusters are given and the weighted contrastive loss when synthesized users' clusters are."""
         interests = self.interests(history, mask)
         target_vectors = self.item_embedding(targets)  # [B, d]
         closest = torch.einsum("bkd,bd->bk", interests, target_vectors).argmax(1)
@@ -98,6 +117,9 @@ class MultiInterestModel(nn.Module):
         if cluster_items is not None and align_weight > 0:
             loss = loss + align_weight * alignment_loss(interests, cluster_items, self.item_embedding,
                                                         self.num_items, align_temperature)
+        if synthesized_clusters is not None and contrast_weight > 0:
+            loss = loss + contrast_weight * contrastive_loss(synthesized_clusters, self.item_embedding,
+                                                             self.num_items, contrast_temperature)
         return loss
 
     @torch.no_grad()

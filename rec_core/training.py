@@ -22,7 +22,7 @@ import torch
 
 from rec_core.alignment import pack_clusters
 from rec_core.evaluation import evaluate
-from rec_core.models import build_model, is_aligned, pad_histories
+from rec_core.models import build_model, is_aligned, is_contrastive, pad_histories
 from rec_core.splits import ProtocolData, Sequences
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,12 @@ def training_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return starts.astype(np.int64), ends.astype(np.int64), rows.astype(np.int64)
 
 
+def packed_shape(cluster_lists) -> tuple[int, int]:
+    """(most clusters of one user, most items of one cluster) over all users' cluster lists."""
+    shapes = [(len(c), max(map(len, c))) for c in cluster_lists if c]
+    return max((j for j, _ in shapes), default=1), max((n for _, n in shapes), default=1)
+
+
 def model_score_fn(model, max_history: int, num_items: int):
     """Evaluator callback: pad each user's history and score all items."""
 
@@ -60,16 +66,24 @@ class MultiInterestTraining:
 
     A model named "<model>+align" also gets the alignment loss (rec_core.alignment) on the
     semantic clusters of its training users (`clusters`: user id -> list of item-id lists), with
-    `align` = {"weight", "temperature"}."""
+    `align` = {"weight", "temperature"}. A model with "+contrast" also gets the contrastive loss
+    (rec_core.contrastive) on the clusters of the synthesized users (`synthesized_clusters`: one
+    list of item-id lists per synthesized user), `contrast["users_per_batch"]` of them drawn at
+    random for every training batch, with `contrast` = {"weight", "temperature", "users_per_batch"}."""
 
     def __init__(self, model_name: str, train_config: dict, data: ProtocolData, seed: int,
                  rank: int = 0, world_size: int = 1, clusters: dict[int, list[list[int]]] | None = None,
-                 align: dict | None = None):
+                 align: dict | None = None, synthesized_clusters: list[list[list[int]]] | None = None,
+                 contrast: dict | None = None):
         self.model_name, self.config, self.data, self.seed = model_name, train_config, data, seed
         self.rank, self.world_size = rank, world_size
         self.clusters, self.align = clusters, align
+        self.synthesized_clusters, self.contrast = synthesized_clusters, contrast
         if is_aligned(model_name) and (clusters is None or align is None):
             raise ValueError(f"{model_name} needs semantic clusters (run the semantic stage) and align settings")
+        if is_contrastive(model_name) and (not synthesized_clusters or contrast is None):
+            raise ValueError(f"{model_name} needs synthesized users' clusters (run the synthesize and "
+                             "crowd_semantic stages) and contrast settings")
 
     def setup(self, state: dict | None = None, wrap_model=None) -> None:
         """Build model and optimiser; restore `state` (a checkpoint) if given; `wrap_model` e.g. DDP."""
@@ -94,14 +108,17 @@ class MultiInterestTraining:
             raise ValueError("no training pairs: every training user has a single interaction")
         self.packed_clusters_ = None
         if is_aligned(self.model_name):
-            shapes = [(len(c), max(map(len, c))) for c in self.clusters.values() if c]
-            max_clusters = max((j for j, _ in shapes), default=1)
-            max_items = max((n for _, n in shapes), default=1)
             self.packed_clusters_ = torch.as_tensor(pack_clusters(
-                self.data.train.user_ids, self.clusters, max_clusters, max_items, self.data.num_items))
+                self.data.train.user_ids, self.clusters, *packed_shape(self.clusters.values()), self.data.num_items))
             covered = sum(int(u) in self.clusters for u in self.data.train.user_ids)
             log.info("%s: semantic clusters for %d of %d training users", self.model_name, covered,
                      len(self.data.train.user_ids))
+        self.packed_synthesized_ = None
+        if is_contrastive(self.model_name):
+            by_row = dict(enumerate(self.synthesized_clusters))
+            self.packed_synthesized_ = torch.as_tensor(pack_clusters(
+                np.arange(len(by_row)), by_row, *packed_shape(by_row.values()), self.data.num_items))
+            log.info("%s: contrastive loss on %d synthesized users", self.model_name, len(by_row))
 
     def state(self) -> dict:
         return {"model": self.model_.state_dict(), "optimizer": self.optimizer_.state_dict(),
@@ -130,11 +147,7 @@ class MultiInterestTraining:
                                           self.config["max_history"], pad)
             target = torch.as_tensor(self.data.train.items[ends[chosen]], dtype=torch.long)
             negatives = torch.randint(0, pad, (self.config["num_negatives"],), generator=generator)
-            if self.packed_clusters_ is None:
-                loss = self.trainable_(history, mask, target, negatives)
-            else:
-                loss = self.trainable_(history, mask, target, negatives, self.packed_clusters_[user_rows[chosen]],
-                                       self.align["weight"], self.align["temperature"])
+            loss = self.trainable_(history, mask, target, negatives, **self._auxiliary(user_rows[chosen], generator))
             self.optimizer_.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer_.step()
@@ -144,6 +157,19 @@ class MultiInterestTraining:
         samples = min(n_batches * batch_size, len(order))
         return {"loss": total_loss / max(batches, 1), "samples": samples, "train_seconds": seconds,
                 "samples_per_s": samples / seconds if seconds > 0 else 0.0}
+
+    def _auxiliary(self, user_rows: np.ndarray, generator: torch.Generator) -> dict:
+        """The extra forward arguments of the alignment and contrastive losses for one batch."""
+        extra = {}
+        if self.packed_clusters_ is not None:
+            extra.update(cluster_items=self.packed_clusters_[user_rows], align_weight=self.align["weight"],
+                         align_temperature=self.align["temperature"])
+        if self.packed_synthesized_ is not None:
+            drawn = torch.randint(0, len(self.packed_synthesized_), (self.contrast["users_per_batch"],),
+                                  generator=generator)
+            extra.update(synthesized_clusters=self.packed_synthesized_[drawn], contrast_weight=self.contrast["weight"],
+                         contrast_temperature=self.contrast["temperature"])
+        return extra
 
     def validate(self) -> dict:
         self.model_.eval()

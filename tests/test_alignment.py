@@ -1,23 +1,39 @@
 import numpy as np
 import torch
 
-from rec_core.alignment import alignment_loss, greedy_assignment, pack_clusters
+from rec_core.alignment import alignment_loss, optimal_assignment, pack_clusters
 
 
-def test_greedy_assignment_one_to_one_then_merge():
-    sim = torch.tensor([[[0.9, 0.1, 0.0],
-                         [0.8, 0.7, 0.0],
+def test_assignment_is_the_optimal_one_to_one_match_then_merge():
+    sim = torch.tensor([[[0.9, 0.8, 0.0],
+                         [0.85, 0.1, 0.0],
                          [0.1, 0.2, 0.3],
-                         [0.0, 0.95, 0.1]]])
+                         [0.0, 0.7, 0.1]]])
     valid = torch.tensor([[True, True, True, True]])
-    # best-first: (3,1)=.95, (0,0)=.9, then row 1 and 2 compete for interest 2: (2,2)=.3; row 1 left over
-    # joins its most similar interest (0): a merge
-    assert greedy_assignment(sim, valid).tolist() == [[0, 0, 2, 1]]
+    # best-first would take (0,0)=.9 and leave row 1 with .1; the optimum is (0,1)+(1,0)+(2,2) = 1.95
+    # against (0,0)+(3,1)+(2,2) = 1.9; row 3 is left over and joins its most similar interest (1): a merge
+    assert optimal_assignment(sim, valid).tolist() == [[1, 0, 2, 1]]
+
+
+def test_assignment_matches_brute_force_on_random_users():
+    from itertools import permutations
+    generator = torch.Generator().manual_seed(1)
+    sim = torch.rand(50, 3, 4, generator=generator) * 2 - 1
+    valid = torch.rand(50, 3, generator=generator) > 0.3
+    out = optimal_assignment(sim, valid)
+    for row in range(50):
+        clusters = valid[row].nonzero().flatten().tolist()
+        best = max((sum(sim[row, c, k].item() for c, k in zip(clusters, ks)) for ks in
+                    permutations(range(4), len(clusters))), default=0.0)
+        got = sum(sim[row, c, out[row, c]].item() for c in clusters)
+        assert abs(got - best) < 1e-6
+        assert len(set(out[row, clusters].tolist())) == len(clusters)  # one-to-one when J <= K
+        assert (out[row, ~valid[row]] == -1).all()
 
 
 def test_fewer_clusters_leave_interests_free_and_invalid_clusters_unassigned():
     sim = torch.tensor([[[0.2, 0.9, 0.1], [0.5, 0.5, 0.5]]])
-    out = greedy_assignment(sim, torch.tensor([[True, False]]))
+    out = optimal_assignment(sim, torch.tensor([[True, False]]))
     assert out.tolist() == [[1, -1]]
 
 

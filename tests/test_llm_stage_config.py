@@ -23,6 +23,8 @@ def test_cpu_mode_requests_cpu_bundle_and_no_gpu():
     assert kwargs["engine_kwargs"]["enable_prefix_caching"] is True
     assert kwargs["runtime_env"]["env_vars"] == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
     assert "accelerator_type" not in kwargs
+    # the driver renders prompts (the cache key needs them); no extra transformers actors
+    assert not (kwargs["chat_template_stage"] or kwargs["tokenize_stage"] or kwargs["detokenize_stage"])
 
 
 def test_gpu_mode_uses_accelerator_concurrency_and_tensor_parallelism():
@@ -51,3 +53,16 @@ def test_instruction_first_and_key_changes_with_the_user_text():
     one = prompt_key("m", {"temperature": 0}, json.dumps(messages))
     two = prompt_key("m", {"temperature": 0}, json.dumps(messages_for("shared instruction", "Items:\n1. B")))
     assert one != two
+
+
+def test_prompts_are_rendered_with_the_models_chat_template_instruction_first():
+    from rec_core.offline_model import default_model_dir
+
+    pytest.importorskip("transformers")
+    if not (default_model_dir() / "config.json").exists():
+        pytest.skip("offline default model not prepared")
+    from rec_core.llm_stage import render_prompts
+
+    (prompt,) = render_prompts(str(default_model_dir()), ["shared instruction"], ["Items:\n1. A"])
+    assert prompt.index("shared instruction") < prompt.index("Items:\n1. A")
+    assert prompt.rstrip().endswith("assistant")  # the generation prompt is appended

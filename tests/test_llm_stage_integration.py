@@ -66,3 +66,50 @@ def test_changed_history_sends_only_that_users_prompt(llm_run):
     semantic(llm_run)
     stats = llm_run.manifest["stages"]["semantic"]["llm"]
     assert stats["sent"] == 1 and stats["cache_hits"] == 3
+
+
+def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir):
+    """`python -m jobs.semantic` is killed (SIGKILL) after its first answers reach the cache; the
+    rerun with the same run id sends only the prompts that had no answer and loses no user."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import ray
+
+    from jobs.ingest import ingest
+    from jobs.semantic import semantic
+    from rec_core.llm_stage import cache_folder
+    from rec_core.prompt_cache import PromptCache
+
+    overrides = [f"output_dir={tmp_path}", "run_id=killed", f"data.data_dir={data_dir}", "semantic.backend=llm",
+                 "semantic.max_users=12", "semantic.max_items=8", "llm.max_tokens=160", "llm.batch_size=2",
+                 "llm.cache_flush_rows=2"]
+    config = load_config(None, overrides)
+    ingest(Run(config))
+    cache = PromptCache(cache_folder(config))
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    job = subprocess.Popen([sys.executable, "-m", "jobs.semantic", *overrides], cwd=Path(__file__).parents[1],
+                           env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while len(cache) == 0 and job.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    alive = job.poll() is None
+    if alive:
+        os.killpg(job.pid, signal.SIGKILL)
+    _, stderr = job.communicate(timeout=60)
+    answered_before_kill = len(cache)
+    assert alive, f"the stage ended before it could be killed (rc {job.returncode}):\n{stderr.decode()[-2000:]}"
+    assert 0 < answered_before_kill < 12, answered_before_kill
+    manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text())
+    assert manifest["stages"]["semantic"]["status"] == "running"
+
+    table = semantic(Run(load_config(None, overrides)))  # the restart, same run id
+    stats = json.loads((tmp_path / "killed" / "manifest.json").read_text())["stages"]["semantic"]
+    assert stats["status"] == "done"
+    assert stats["llm"]["cache_hits"] == answered_before_kill
+    assert stats["llm"]["sent"] == 12 - answered_before_kill
+    assert table["user_id"].nunique() == 12

@@ -104,3 +104,42 @@ def test_aligned_model_trains_with_clusters_and_needs_them():
     popularity = Popularity().fit(data.train.items, n_items)
     pop_metrics, _ = evaluate(lambda rows, h, u: popularity.score(len(rows)), data.valid, n_items, ks=[20])
     assert last["valid_recall@20"] > pop_metrics["recall@20"] + 0.1
+
+
+def test_model_names_combine_base_and_variants_in_order():
+    from rec_core.models import base_model, is_aligned, is_contrastive, is_known_model
+
+    assert is_known_model("comirec_sa+align+contrast") and is_known_model("mind+contrast")
+    assert not is_known_model("comirec_sa+contrast+align")  # documented order only
+    assert not is_known_model("popularity+align") and not is_known_model("comirec_sa+align+align")
+    assert base_model("comirec_sa+align+contrast") == "comirec_sa"
+    assert is_aligned("comirec_sa+align+contrast") and is_contrastive("comirec_sa+align+contrast")
+    assert not is_contrastive("comirec_sa+align")
+
+
+def test_full_model_trains_with_user_and_synthesized_clusters_and_needs_them():
+    frame, n_items = clustered_interactions()
+    splits, _ = split_users(frame, seed=0)
+    data = build_protocol(frame, splits, n_items)
+    clusters = {int(user): [data.train.sequence(row).tolist()] for row, user in enumerate(data.train.user_ids)}
+    # crowd clusters: the item groups (as a perfect crowd grouping would), several per synthesized user
+    groups = [list(range(g * 40, g * 40 + 10)) for g in range(n_items // 40)]
+    synthesized = [groups[s % len(groups): s % len(groups) + 2] for s in range(len(groups) - 1)]
+    config = {**TRAIN, "epochs": 4, "patience": 4, "learning_rate": 0.01}
+    contrast = {"weight": 0.5, "temperature": 0.1, "users_per_batch": 4}
+    with pytest.raises(ValueError, match="synthesized users"):
+        MultiInterestTraining("comirec_sa+align+contrast", config, data, seed=0, clusters=clusters,
+                              align={"weight": 0.1, "temperature": 0.1})
+    recipe = MultiInterestTraining("comirec_sa+align+contrast", config, data, seed=0, clusters=clusters,
+                                   align={"weight": 0.1, "temperature": 0.1}, synthesized_clusters=synthesized,
+                                   contrast=contrast)
+    recipe.setup()
+    assert recipe.packed_synthesized_.shape == (len(synthesized), 2, 10)
+    plain = MultiInterestTraining("comirec_sa", config, data, seed=0)
+    plain.setup()
+    with_contrast = recipe.run_epoch()["loss"]
+    assert np.isfinite(with_contrast) and with_contrast > plain.run_epoch()["loss"]  # the extra term is there
+    last = recipe.train()
+    popularity = Popularity().fit(data.train.items, n_items)
+    pop_metrics, _ = evaluate(lambda rows, h, u: popularity.score(len(rows)), data.valid, n_items, ks=[20])
+    assert last["valid_recall@20"] > pop_metrics["recall@20"]

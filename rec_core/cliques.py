@@ -1,0 +1,109 @@
+"""Groups of mutually similar users: the cliques behind the synthesized users (arXiv 2507.10917).
+
+    cliques = UserCliques(neighbours=10, min_size=3, max_size=5).fit(interactions).cliques_
+
+1. Similarity: cosine of the users' binary item vectors, computed as a sparse product in chunks
+   of `chunk_users` rows, so the cost is the number of user pairs that share an item, never all
+   pairs. Items engaged by more than `max_item_users` users are left out of this product: they
+   make O(n^2) pairs each and say little about taste (everyone watched Star Wars). A pair needs
+   at least `min_shared_items` shared items and cosine >= `min_similarity`.
+2. Graph (networkx): an edge between u and v when each is among the other's `neighbours` most
+   similar users (mutual k-nearest neighbours), weighted by the cosine. Mutual kNN keeps hubs
+   from joining everything and bounds every degree by `neighbours`, so clique enumeration is
+   cheap.
+3. Cliques: the maximal cliques of that graph with at least `min_size` users, best first by mean
+   pairwise cosine; each user joins at most one group; a clique larger than `max_size` drops its
+   least-connected members; the rest of a clique whose users were taken is still a clique and
+   competes again. Every group is therefore a true clique of the mutual-kNN graph, of size
+   `min_size`..`max_size`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+log = logging.getLogger(__name__)
+
+
+class UserCliques:
+    def __init__(self, neighbours: int = 10, min_similarity: float = 0.05, min_shared_items: int = 2,
+                 max_item_users: int = 300, min_size: int = 3, max_size: int = 5, chunk_users: int = 2048):
+        if not 2 <= min_size <= max_size:
+            raise ValueError(f"need 2 <= min_size <= max_size, got {min_size}, {max_size}")
+        self.neighbours, self.min_similarity, self.min_shared_items = neighbours, min_similarity, min_shared_items
+        self.max_item_users, self.min_size, self.max_size = max_item_users, min_size, max_size
+        self.chunk_users = chunk_users
+
+    def fit(self, interactions: pd.DataFrame) -> "UserCliques":
+        """interactions: user_id, item_id (the training users' interactions)."""
+        pairs = interactions[["user_id", "item_id"]].drop_duplicates()
+        users, user_rows = np.unique(pairs["user_id"].to_numpy(), return_inverse=True)
+        items, item_cols = np.unique(pairs["item_id"].to_numpy(), return_inverse=True)
+        matrix = sparse.csr_matrix((np.ones(len(pairs), dtype=np.float32), (user_rows, item_cols)),
+                                   shape=(len(users), len(items)))
+        degree = np.asarray(matrix.sum(1)).ravel()
+        item_users = np.asarray(matrix.sum(0)).ravel()
+        kept = sparse.diags((item_users <= self.max_item_users).astype(np.float32))
+        candidates = (matrix @ kept).tocsr()
+        transposed = candidates.T.tocsr()
+        top: list[dict[int, float]] = []
+        for start in range(0, len(users), self.chunk_users):
+            shared = (candidates[start:start + self.chunk_users] @ transposed).tocsr()
+            for offset in range(shared.shape[0]):
+                row = start + offset
+                cols = shared.indices[shared.indptr[offset]:shared.indptr[offset + 1]]
+                counts = shared.data[shared.indptr[offset]:shared.indptr[offset + 1]]
+                cosine = counts / np.sqrt(degree[row] * degree[cols])
+                keep = (cols != row) & (counts >= self.min_shared_items) & (cosine >= self.min_similarity)
+                cols, cosine = cols[keep], cosine[keep]
+                best = np.argsort(-cosine, kind="stable")[: self.neighbours]
+                top.append(dict(zip(cols[best].tolist(), cosine[best].tolist())))
+        graph = nx.Graph()
+        graph.add_nodes_from(range(len(users)))
+        for u, neighbours in enumerate(top):
+            graph.add_weighted_edges_from((u, v, w) for v, w in neighbours.items() if v > u and u in top[v])
+        groups = self._select(graph)
+        self.users_ = users
+        self.graph_ = nx.relabel_nodes(graph, dict(enumerate(users.tolist())))
+        self.cliques_ = [tuple(sorted(int(users[u]) for u in group)) for group in groups]
+        self.stats_ = {"users": len(users), "edges": graph.number_of_edges(),
+                       "items_left_out_of_similarity": int((item_users > self.max_item_users).sum()),
+                       "cliques": len(self.cliques_), "users_in_cliques": sum(map(len, self.cliques_)),
+                       "mean_size": round(float(np.mean([len(c) for c in self.cliques_])), 2) if self.cliques_ else 0.0}
+        log.info("user cliques: %s", self.stats_)
+        return self
+
+    def _select(self, graph: nx.Graph) -> list[list[int]]:
+        def score(members):
+            weights = [graph[u][v]["weight"] for i, u in enumerate(members) for v in members[i + 1:]]
+            return float(np.mean(weights))
+
+        def trimmed(members):
+            members = list(members)
+            while len(members) > self.max_size:  # drop the member least similar to the others
+                strength = [sum(graph[u][v]["weight"] for v in members if v != u) for u in members]
+                members.pop(int(np.argmin(strength)))
+            return sorted(members)
+
+        heap = []
+        for clique in nx.find_cliques(graph):
+            if len(clique) >= self.min_size:
+                members = trimmed(clique)
+                heapq.heappush(heap, (-score(members), members))
+        taken: set[int] = set()
+        groups = []
+        while heap:
+            _, members = heapq.heappop(heap)
+            free = [u for u in members if u not in taken]
+            if len(free) == len(members):
+                groups.append(members)
+                taken.update(members)
+            elif len(free) >= self.min_size:
+                heapq.heappush(heap, (-score(free), free))
+        return groups

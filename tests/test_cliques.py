@@ -1,0 +1,60 @@
+"""User cliques on planted groups, and the max-cover instances built from them."""
+
+import numpy as np
+import pandas as pd
+
+from rec_core.cliques import UserCliques
+from rec_core.max_cover import MaxCoverSolver, validate
+from rec_core.synthesis import build_instances, item_label_sets, solve_chunk
+
+
+def planted(groups=3, size=4, items_per_group=12, seed=0) -> pd.DataFrame:
+    """Users of one group share most of their group's items; item 999 is engaged by everyone."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(groups):
+        pool = np.arange(g * 100, g * 100 + items_per_group)
+        for m in range(size):
+            user = g * 10 + m
+            rows += [(user, int(i)) for i in rng.choice(pool, size=9, replace=False)] + [(user, 999)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id"])
+
+
+def test_planted_groups_are_found_as_cliques():
+    interactions = planted()
+    model = UserCliques(neighbours=3, min_similarity=0.1, min_shared_items=2, max_item_users=5,
+                        min_size=3, max_size=4).fit(interactions)
+    assert sorted(model.cliques_) == [(0, 1, 2, 3), (10, 11, 12, 13), (20, 21, 22, 23)]
+    assert model.stats_["items_left_out_of_similarity"] == 1  # item 999: 12 users > 5
+    for clique in model.cliques_:  # every group is a clique of the mutual-kNN graph
+        assert all(model.graph_.has_edge(u, v) for i, u in enumerate(clique) for v in clique[i + 1:])
+    assert max(dict(model.graph_.degree()).values()) <= 3
+
+
+def test_groups_are_disjoint_and_bounded_in_size():
+    interactions = planted(groups=2, size=7, items_per_group=10)
+    model = UserCliques(neighbours=6, min_similarity=0.1, min_size=3, max_size=4).fit(interactions)
+    members = [u for clique in model.cliques_ for u in clique]
+    assert len(members) == len(set(members))
+    assert all(3 <= len(c) <= 4 for c in model.cliques_) and len(model.cliques_) >= 2
+    # no group mixes the two planted groups
+    assert all(len({u // 10 for u in clique}) == 1 for clique in model.cliques_)
+
+
+def test_instances_weight_members_equally_and_solutions_cover_them():
+    interactions = pd.DataFrame({"user_id": [1, 1, 1, 2, 2, 3], "item_id": [10, 11, 12, 11, 13, 11]})
+    items = pd.DataFrame({"item_id": [10, 11, 12, 13],
+                          "labels": [["drama"], ["comedy", "drama"], [], ["comedy"]]})
+    labels = item_label_sets(items)
+    assert labels[12] == ("item:12",)
+    (instance,) = build_instances([(1, 2, 3)], interactions, labels, budget=1, member_items=50,
+                                  population_weight=1.0)
+    assert instance.items == (10, 11, 12, 13)
+    # member 1: drama 2, comedy 1, item:12 1 of 4 label occurrences -> 500, 250, 250; member 2: comedy
+    # 2/3, drama 1/3; member 3: comedy 1/2, drama 1/2; population (9 label occurrences): drama 4/9,
+    # comedy 4/9, item:12 1/9. Every member weighs 1000, the population 999.
+    assert sorted(instance.weights) == sorted([500, 250, 250, 667, 333, 500, 500, 444, 444, 111])
+    (solution,) = solve_chunk([instance], MaxCoverSolver().config)
+    assert validate(instance, solution) == []
+    # the item all three share covers each member's comedy and drama and the population's: 3638
+    assert solution.items(instance) == [11] and solution.objective == 250 + 500 + 667 + 333 + 1000 + 888
