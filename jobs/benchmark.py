@@ -117,7 +117,7 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
         rows.append(pd.DataFrame([{"model": model, "metric": "valid_recall", "k": 50, "seed": seed,
                                    "value": run.manifest["stages"][f"train:{model}"]["best_valid_recall@50"]}
                                   for model in config["models"]]))
-        stages.append({stage: {k: info.get(k) for k in ("users", "clusters_per_user", "coherence", "status",
+        stages.append({stage: {k: info.get(k) for k in ("users", "clusters_per_user", "coherence", "solutions",
                                                         "cliques", "objective_over_greedy", "seconds") if k in info}
                        for stage, info in run.manifest["stages"].items()
                        if stage in ("semantic", "synthesize", "crowd_semantic")})
@@ -150,18 +150,14 @@ def main(argv=None) -> None:
     base.add_argument("--throughput-epochs", type=int, default=2,
                       help="epochs timed for each of plain, Ray Train, plain")
     base.add_argument("overrides", nargs="*")
-    align = sub.add_parser("alignment", help="ComiRec-SA with and without alignment, several seeds")
-    align.add_argument("--dataset", required=True)
-    align.add_argument("--config", default=None)
-    align.add_argument("--seeds", type=int, default=3)
-    align.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
-    align.add_argument("overrides", nargs="*")
-    ablation = sub.add_parser("ablation", help="backbone, +align, +contrast, full: several seeds")
-    ablation.add_argument("--dataset", required=True)
-    ablation.add_argument("--config", default=None)
-    ablation.add_argument("--seeds", type=int, default=3)
-    ablation.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
-    ablation.add_argument("overrides", nargs="*")
+    for name, text in (("alignment", "ComiRec-SA with and without alignment, several seeds"),
+                       ("ablation", "backbone, +align, +contrast, full: several seeds")):
+        comparison = sub.add_parser(name, help=text)
+        comparison.add_argument("--dataset", required=True)
+        comparison.add_argument("--config", default=None)
+        comparison.add_argument("--seeds", type=int, default=3)
+        comparison.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
+        comparison.add_argument("overrides", nargs="*")
     speed = sub.add_parser("llm-throughput", help="Ray Data LLM stage vs bare vllm.LLM.chat; eager vs compiled")
     speed.add_argument("--prompts", type=int, default=96)
     cached = sub.add_parser("llm-cache", help="prompts sent on a rerun and after changing some histories")
@@ -171,10 +167,10 @@ def main(argv=None) -> None:
     group.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
     group.add_argument("--examples", type=int, default=3)
     cover = sub.add_parser("max-cover", help="CP-SAT vs greedy on the real user cliques; solve time vs size")
-    for llm_parser in (speed, cached, group, cover):
-        llm_parser.add_argument("--dataset", default="movielens-100k")
-        llm_parser.add_argument("--config", default=None)
-        llm_parser.add_argument("overrides", nargs="*")
+    for other in (speed, cached, group, cover):
+        other.add_argument("--dataset", default="movielens-100k")
+        other.add_argument("--config", default=None)
+        other.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     setup_logging()
     if args.benchmark == "baselines":

@@ -55,7 +55,7 @@ def synthesize(run: Run):
         table = synthesized_users_table(instances, solutions)
         info["rows"] = {"synthesized_users": run.write_table("synthesized_users", table)}
         info["cliques"] = cliques.stats_
-        info["status"] = dict(Counter(table["status"]))
+        info["solutions"] = dict(Counter(table["status"]))
         gap = (table["bound"] - table["objective"]) / table["bound"].clip(lower=1)
         info["mean_gap_to_bound"] = round(float(gap.mean()), 5)
         info["objective_over_greedy"] = round(float(table["objective"].sum() / table["greedy_objective"].sum()), 5)
@@ -63,7 +63,7 @@ def synthesize(run: Run):
                                  "max": round(float(table["solve_seconds"].max()), 4)}
         info["items_per_synthesized_user"] = round(float(np.mean(table["item_ids"].map(len))), 2)
         log.info("synthesize: %d synthesized users, status %s, objective / greedy %.4f, mean gap %.4f",
-                 len(table), info["status"], info["objective_over_greedy"], info["mean_gap_to_bound"])
+                 len(table), info["solutions"], info["objective_over_greedy"], info["mean_gap_to_bound"])
     return table
 
 

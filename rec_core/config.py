@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "session_ratios": [0.6, 0.2, 0.2],  # session protocol (ALKDRec): random session split
         "session_max_prefix": 10,  # session protocol: prefix truncated to the last N items
     },
-    "models": ["popularity", "mind", "comirec_dr", "comirec_sa", "comirec_sa+align"],
+    "models": ["popularity", "mind", "comirec_dr", "comirec_sa", "comirec_sa+align", "comirec_sa+align+contrast"],
     "train": {
         "num_workers": 1,  # Ray Train workers (TorchTrainer); each is one data-parallel replica
         "cpus_per_worker": 2,  # CPU bundle per worker, also its torch thread count (2-core laptop: 2)

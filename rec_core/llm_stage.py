@@ -103,7 +103,10 @@ def processor_config_kwargs(llm_config: dict, model: str) -> dict:
         kwargs.update(
             placement_group_config={"bundles": [{"CPU": cpus}]},
             log_engine_metrics=False,
-            max_concurrent_batches=2,
+            # 4 batches of `batch_size` in flight against max_num_seqs = 2 x batch_size: the engine
+            # always has queued requests to replace a finished sequence (continuous batching, as
+            # bare LLM.chat does); with 2 every batch's slowest answer left the engine half idle
+            max_concurrent_batches=4,
             runtime_env={"env_vars": engine_env(llm_config)},
         )
     elif llm_config["mode"] == "gpu":

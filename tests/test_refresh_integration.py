@@ -34,18 +34,22 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     manifest = json.loads((root / "manifest.json").read_text())
     stages = manifest["stages"]
     assert {s: stages[s]["status"] for s in stages} == {s: "done" for s in (
-        "ingest", "semantic", "train:mind", "train:comirec_dr", "train:comirec_sa", "train:comirec_sa+align",
-        "evaluate", "export")}
+        "ingest", "semantic", "synthesize", "crowd_semantic", "train:mind", "train:comirec_dr", "train:comirec_sa",
+        "train:comirec_sa+align", "train:comirec_sa+align+contrast", "evaluate", "export")}
     # the default semantic backend (encoder) groups every training user, more coherently than random
     assert stages["semantic"]["users"] == {"ok": stages["ingest"]["rows"]["users_train"]}
     coherence = stages["semantic"]["coherence"]
     assert coherence["coherence"] > coherence["random_baseline"] + 0.05
+    # the crowd level: synthesized users from cliques, grouped by the same backend
+    synthesized = stages["synthesize"]["rows"]["synthesized_users"]
+    assert synthesized > 20 and stages["crowd_semantic"]["users"] == {"ok": synthesized}
+    assert stages["crowd_semantic"]["clusters_per_user"] > 1.5  # several interests: contrastive anchors exist
     assert stages["ingest"]["rows"]["interactions"] == 100000
     assert manifest["code_version"]
 
     recs = pq.read_table(root / "recommendations").to_pandas()
     test_users = stages["ingest"]["rows"]["users_test"]
-    assert len(recs) == 5 * test_users * 20
+    assert len(recs) == 6 * test_users * 20
     assert recs.groupby(["model", "user_id"])["rank"].apply(list).map(lambda r: r == list(range(1, 21))).all()
     interactions = pq.read_table(root / "interactions").to_pandas()
     seen = set(zip(interactions["user_id"], interactions["item_id"]))
@@ -58,10 +62,10 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     assert seen  # sanity: the table was read
 
     interests = pq.read_table(root / "user_interests").to_pandas()
-    assert len(interests) == 4 * 4 * len(set(interactions["user_id"]))  # 4 neural models x K=4 x users
+    assert len(interests) == 5 * 4 * len(set(interactions["user_id"]))  # 5 neural models x K=4 x users
     assert len(interests["vector"].iloc[0]) == 16
     embeddings = pq.read_table(root / "item_embeddings").to_pandas()
-    assert len(embeddings) == 4 * 1682
+    assert len(embeddings) == 5 * 1682
 
     metrics = pq.read_table(root / "metrics").to_pandas()
     assert set(metrics.columns) == {"model", "split", "metric", "k", "value"}
