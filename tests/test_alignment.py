@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from rec_core.alignment import alignment_loss, optimal_assignment, pack_clusters
@@ -15,16 +16,19 @@ def test_assignment_is_the_optimal_one_to_one_match_then_merge():
     assert optimal_assignment(sim, valid).tolist() == [[1, 0, 2, 1]]
 
 
-def test_assignment_matches_brute_force_on_random_users():
+@pytest.mark.parametrize("shape", [(3, 4), (4, 4), (7, 8)])  # (7, 8): beyond enumeration, scipy
+def test_assignment_matches_brute_force_on_random_users(shape):
     from itertools import permutations
     generator = torch.Generator().manual_seed(1)
-    sim = torch.rand(50, 3, 4, generator=generator) * 2 - 1
-    valid = torch.rand(50, 3, generator=generator) > 0.3
+    n_clusters, n_interests = shape
+    sim = torch.rand(30, n_clusters, n_interests, generator=generator) * 2 - 1
+    valid = torch.rand(30, n_clusters, generator=generator) > 0.3
+    valid[:, :2] &= torch.rand(30, 2, generator=generator) > 0.5  # keep brute force small at (7, 8)
     out = optimal_assignment(sim, valid)
-    for row in range(50):
+    for row in range(30):
         clusters = valid[row].nonzero().flatten().tolist()
         best = max((sum(sim[row, c, k].item() for c, k in zip(clusters, ks)) for ks in
-                    permutations(range(4), len(clusters))), default=0.0)
+                    permutations(range(n_interests), len(clusters))), default=0.0)
         got = sum(sim[row, c, out[row, c]].item() for c in clusters)
         assert abs(got - best) < 1e-6
         assert len(set(out[row, clusters].tolist())) == len(clusters)  # one-to-one when J <= K
