@@ -45,6 +45,9 @@ from rec_core.scoring import MODEL_FILE
 from rec_core.training import MultiInterestTraining
 
 
+BASELINE_MODELS = ["popularity", "mind", "comirec_dr", "comirec_sa"]
+
+
 def plain_loop_throughput(model: str, config: dict, data, epochs: int) -> float:
     """Samples/s of the recipe's epoch loop run in this process, without Ray."""
     recipe = MultiInterestTraining(model, config["train"], data, config["seed"])
@@ -68,7 +71,7 @@ def ray_train_throughput(model: str, config: dict, run, epochs: int) -> float:
 def baselines(dataset: str, config_path: str | None, overrides: list[str], epochs: int) -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     config = load_config(config_path, [f"data.dataset={dataset}", f"run_id=bench-baselines-{dataset}-{stamp}",
-                                       "train.num_workers=1", *overrides])
+                                       "train.num_workers=1", f"models=[{','.join(BASELINE_MODELS)}]", *overrides])
     run = refresh(config)
     metrics = run.read_table("metrics")
     data = load_protocol(run.root, config["split"]["history_fraction"])
