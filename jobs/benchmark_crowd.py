@@ -20,13 +20,12 @@ import numpy as np
 import pandas as pd
 
 from jobs.ingest import ingest
-from jobs.synthesize import training_interactions
+from jobs.synthesize import crowd_instances, solver_config, training_interactions, user_cliques
 from jobs.train import init_ray
-from rec_core.cliques import UserCliques
 from rec_core.config import load_config
 from rec_core.max_cover import OPTIMAL, SolverConfig
 from rec_core.runs import Run
-from rec_core.synthesis import build_instances, item_label_sets, solve_instances
+from rec_core.synthesis import item_label_sets, solve_instances
 
 MERGED_SIZES = (1, 2, 4, 8, 16)
 MERGED_SAMPLES = 20
@@ -54,21 +53,15 @@ def max_cover(dataset: str, config_path: str | None, overrides: list[str]) -> No
     run = Run(load_config(config_path, [f"data.dataset={dataset}", f"run_id=bench-max-cover-{dataset}-{stamp}",
                                         *overrides]))
     ingest(run)
-    crowd, seed = run.config["crowd"], run.config["seed"]
+    crowd = run.config["crowd"]
     interactions = training_interactions(run)
     labels = item_label_sets(run.read_table("items"))
     began = time.perf_counter()
-    cliques = UserCliques(crowd["neighbours"], crowd["min_similarity"], crowd["min_shared_items"],
-                          crowd["max_item_users"], crowd["min_size"], crowd["max_size"]).fit(interactions)
+    cliques = user_cliques(crowd).fit(interactions)
     clique_seconds = time.perf_counter() - began
-
-    def instances_of(groups):
-        return build_instances(groups, interactions, labels, crowd["budget"], crowd["member_items"],
-                               crowd["population_weight"])
-
-    instances = instances_of(cliques.cliques_)
+    instances = crowd_instances(cliques.cliques_, interactions, labels, crowd)
     init_ray()
-    cp_sat = SolverConfig(crowd["time_limit_s"], crowd["solver_workers"], seed)
+    cp_sat = solver_config(run.config)
     began = time.perf_counter()
     greedy_solutions = solve_instances(instances, SolverConfig(use_cp_sat=False), crowd["chunk_size"])
     greedy_wall = time.perf_counter() - began
@@ -85,7 +78,7 @@ def max_cover(dataset: str, config_path: str | None, overrides: list[str]) -> No
     for merged in MERGED_SIZES:
         groups = [tuple(u for clique in cliques.cliques_[start:start + merged] for u in clique)
                   for start in range(0, min(len(cliques.cliques_), merged * MERGED_SAMPLES), merged)]
-        subset = instances_of(groups)
+        subset = crowd_instances(groups, interactions, labels, crowd)
         growth.append({"cliques_merged": merged, "members": round(float(np.mean([len(g) for g in groups])), 1),
                        **_summary(subset, solve_instances(subset, cp_sat, crowd["chunk_size"]))})
     print(f"\n== max-cover on {dataset}: {len(instances)} synthesized users from {cliques.stats_['users']} training "

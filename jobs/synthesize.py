@@ -38,20 +38,33 @@ def training_interactions(run: Run):
     return interactions[interactions["user_id"].isin(train_users)]
 
 
+def user_cliques(crowd: dict) -> UserCliques:
+    """The clique model with the `crowd` settings (unfitted)."""
+    return UserCliques(crowd["neighbours"], crowd["min_similarity"], crowd["min_shared_items"],
+                       crowd["max_item_users"], crowd["min_size"], crowd["max_size"])
+
+
+def crowd_instances(groups, interactions, labels, crowd: dict):
+    """One max-cover instance per group of users, with the `crowd` budget and weights."""
+    return build_instances(groups, interactions, labels, crowd["budget"], crowd["member_items"],
+                           crowd["population_weight"])
+
+
+def solver_config(config: dict) -> SolverConfig:
+    return SolverConfig(config["crowd"]["time_limit_s"], config["crowd"]["solver_workers"], config["seed"])
+
+
 def synthesize(run: Run):
     crowd = run.config["crowd"]
     with run.stage("synthesize") as info:
         interactions = training_interactions(run)
-        cliques = UserCliques(crowd["neighbours"], crowd["min_similarity"], crowd["min_shared_items"],
-                              crowd["max_item_users"], crowd["min_size"], crowd["max_size"]).fit(interactions)
+        cliques = user_cliques(crowd).fit(interactions)
         if not cliques.cliques_:
             raise ValueError(f"no user cliques of {crowd['min_size']}+ users: lower crowd.min_size, "
                              "crowd.min_similarity or crowd.min_shared_items")
-        instances = build_instances(cliques.cliques_, interactions, item_label_sets(run.read_table("items")),
-                                    crowd["budget"], crowd["member_items"], crowd["population_weight"])
+        instances = crowd_instances(cliques.cliques_, interactions, item_label_sets(run.read_table("items")), crowd)
         init_ray()
-        config = SolverConfig(crowd["time_limit_s"], crowd["solver_workers"], run.config["seed"])
-        solutions = solve_instances(instances, config, crowd["chunk_size"])
+        solutions = solve_instances(instances, solver_config(run.config), crowd["chunk_size"])
         table = synthesized_users_table(instances, solutions)
         info["rows"] = {"synthesized_users": run.write_table("synthesized_users", table)}
         info["cliques"] = cliques.stats_
