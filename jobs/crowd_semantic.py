@@ -15,8 +15,8 @@ from __future__ import annotations
 import pandas as pd
 
 from jobs.semantic import group_histories
-from rec_core.cli import main_guard
-from rec_core.runs import Run
+from rec_core.run.cli import main_guard
+from rec_core.run.directory import Run
 
 
 def crowd_semantic(run: Run) -> pd.DataFrame:

@@ -8,11 +8,11 @@ import logging
 
 import pandas as pd
 
-from rec_core.cli import main_guard
-from rec_core.distributed import load_protocol
-from rec_core.evaluation import evaluate
-from rec_core.runs import Run
-from rec_core.scoring import Scorer
+from rec_core.eval.evaluator import evaluate
+from rec_core.run.cli import main_guard
+from rec_core.run.directory import Run
+from rec_core.train.ray_train import load_protocol
+from rec_core.train.scoring import Scorer
 
 log = logging.getLogger(__name__)
 

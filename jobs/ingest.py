@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 
-from rec_core.cli import main_guard
-from rec_core.datasets import load_dataset
-from rec_core.runs import Run
-from rec_core.splits import split_sessions, split_users
+from rec_core.data.datasets import load_dataset
+from rec_core.data.splits import split_sessions, split_users
+from rec_core.run.cli import main_guard
+from rec_core.run.directory import Run
 
 log = logging.getLogger(__name__)
 

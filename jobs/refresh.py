@@ -16,16 +16,16 @@ from __future__ import annotations
 import logging
 import time
 
-from jobs.evaluate import evaluate_run, metrics_table
 from jobs.crowd_semantic import crowd_semantic
+from jobs.evaluate import evaluate_run, metrics_table
 from jobs.export import export
 from jobs.ingest import ingest
 from jobs.semantic import semantic
 from jobs.synthesize import synthesize
 from jobs.train import train
-from rec_core.cli import main_guard
-from rec_core.models import is_aligned, is_contrastive
-from rec_core.runs import Run
+from rec_core.models.names import is_aligned, is_contrastive
+from rec_core.run.cli import main_guard
+from rec_core.run.directory import Run
 
 log = logging.getLogger(__name__)
 

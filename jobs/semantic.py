@@ -4,11 +4,11 @@ Each selected training user's most recent `semantic.max_items` items (title and 
 categories) are split into 1..`semantic.max_clusters` named interest clusters by one of two
 backends (`semantic.backend`):
 
-- `encoder`: item-text embeddings clustered per user (rec_core.semantic_grouping), the default:
+- `encoder`: item-text embeddings clustered per user (rec_core.interests.grouping), the default:
   on this machine it groups by meaning where the small offline LLM does not (see the coherence
   figures in the manifest and the README);
-- `llm`: the LLM stage (rec_core.llm_stage: Ray Data + vLLM, cached, structured JSON output),
-  every answer validated and repaired (rec_core.cluster_output). Items an answer leaves out go
+- `llm`: the LLM stage (rec_core.llm.stage: Ray Data + vLLM, cached, structured JSON output),
+  every answer validated and repaired (rec_core.llm.cluster_output). Items an answer leaves out go
   to an "other" cluster (no collaborative embedding exists yet at this stage).
 
 Which users: all training users when `semantic.max_users` is 0, else the `max_users` training
@@ -34,10 +34,10 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from rec_core.cli import main_guard
-from rec_core.cluster_output import CLUSTER_SCHEMA, FAILED, OK, ClusterResult, validate_clusters
-from rec_core.coherence import coherence
-from rec_core.runs import Run
+from rec_core.interests.coherence import coherence
+from rec_core.llm.cluster_output import CLUSTER_SCHEMA, FAILED, OK, ClusterResult, validate_clusters
+from rec_core.run.cli import main_guard
+from rec_core.run.directory import Run
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def row_schema(n_items: int, max_clusters: int) -> str:
 
 
 def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], semantic: dict):
-    from rec_core.semantic_grouping import EncoderGrouping
+    from rec_core.interests.grouping import EncoderGrouping
 
     grouping = EncoderGrouping(semantic["encoder_model"], semantic["max_clusters"],
                                semantic["merge_threshold"]).fit(items)
@@ -105,8 +105,8 @@ def cluster_requests(items: pd.DataFrame, histories: dict[int, list[int]], max_c
 
 
 def group_with_llm(items: pd.DataFrame, histories: dict[int, list[int]], config: dict):
-    from rec_core.llm_stage import cache_folder, run_prompts
-    from rec_core.prompt_cache import PromptCache
+    from rec_core.llm.stage import cache_folder, run_prompts
+    from rec_core.llm.prompt_cache import PromptCache
 
     semantic = config["semantic"]
     requests = cluster_requests(items, histories, semantic["max_clusters"])

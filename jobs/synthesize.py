@@ -1,7 +1,7 @@
 """Stage: user cliques -> CP-SAT max-cover synthesized users -> table `synthesized_users`.
 
-1. Cliques of mutually similar training users (rec_core.cliques, settings in `crowd`).
-2. One budgeted max-cover instance per clique (rec_core.max_cover: which items, at most
+1. Cliques of mutually similar training users (rec_core.crowd.cliques, settings in `crowd`).
+2. One budgeted max-cover instance per clique (rec_core.crowd.max_cover: which items, at most
    `crowd.budget`, cover the members' and the population's behaviours best).
 3. The instances are solved by CP-SAT in parallel Ray tasks, greedy as hint and fallback; every
    solution passes the solver-independent validity check before it is written.
@@ -22,11 +22,11 @@ from collections import Counter
 import numpy as np
 
 from jobs.train import init_ray
-from rec_core.cli import main_guard
-from rec_core.cliques import UserCliques
-from rec_core.max_cover import SolverConfig
-from rec_core.runs import Run
-from rec_core.synthesis import build_instances, item_label_sets, solve_instances, synthesized_users_table
+from rec_core.crowd.cliques import UserCliques
+from rec_core.crowd.max_cover import SolverConfig
+from rec_core.crowd.synthesis import build_instances, item_label_sets, solve_instances, synthesized_users_table
+from rec_core.run.cli import main_guard
+from rec_core.run.directory import Run
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from rec_core.cli import main_guard
-from rec_core.distributed import fit_with_ray_train
-from rec_core.models import is_neural
-from rec_core.runs import Run
-from rec_core.scoring import save_model
+from rec_core.models.names import is_neural
+from rec_core.run.cli import main_guard
+from rec_core.run.directory import Run
+from rec_core.train.ray_train import fit_with_ray_train
+from rec_core.train.scoring import save_model
 
 log = logging.getLogger(__name__)
 

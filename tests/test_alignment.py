@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rec_core.alignment import alignment_loss, optimal_assignment, pack_clusters
+from rec_core.interests.alignment import alignment_loss, optimal_assignment, pack_clusters
 
 
 def test_assignment_is_the_optimal_one_to_one_match_then_merge():

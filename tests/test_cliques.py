@@ -3,9 +3,9 @@
 import numpy as np
 import pandas as pd
 
-from rec_core.cliques import UserCliques
-from rec_core.max_cover import MaxCoverSolver, validate
-from rec_core.synthesis import build_instances, item_label_sets, solve_chunk
+from rec_core.crowd.cliques import UserCliques
+from rec_core.crowd.max_cover import MaxCoverSolver, validate
+from rec_core.crowd.synthesis import build_instances, item_label_sets, solve_chunk
 
 
 def planted(groups=3, size=4, items_per_group=12, seed=0) -> pd.DataFrame:

@@ -133,7 +133,9 @@ def test_cluster_config_setup_installs_project(cluster_config):
         if remote.startswith(remote_root):
             assert (ROOT / local).exists(), f"file_mounts {remote}: {local} missing in the repo"
     project = _pyproject()
-    packages = (project or {}).get("tool", {}).get("setuptools", {}).get("packages", [])
+    find = (project or {}).get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {})
+    packages = [pattern.rstrip("*") for pattern in find.get("include", [])]
+    assert packages, "pyproject.toml must name the packages it installs"
     if "." not in mounted_local:
         for pkg in packages:
             assert pkg in mounted_local, f"package {pkg} is not copied to the nodes by file_mounts"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rec_core.cluster_output import FAILED, OK, REPAIRED, validate_clusters
+from rec_core.llm.cluster_output import FAILED, OK, REPAIRED, validate_clusters
 
 ITEMS = [101, 102, 103, 104, 105, 106]
 

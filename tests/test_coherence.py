@@ -1,6 +1,6 @@
 import pytest
 
-from rec_core.coherence import coherence
+from rec_core.interests.coherence import coherence
 
 LABELS = {1: frozenset({"drama"}), 2: frozenset({"drama", "war"}), 3: frozenset({"comedy"}),
           4: frozenset({"comedy"}), 5: frozenset(), 6: frozenset({"war"})}

@@ -1,27 +1,97 @@
-import pytest
+import subprocess
+import sys
+from pathlib import Path
 
-from rec_core.config import DEFAULTS, ConfigError, load_config
+import pytest
+import yaml
+
+from rec_core.run.config import ConfigError, default_config, describe_keys, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_yaml_and_overrides(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("data:\n  dataset: amazon-beauty\ntrain:\n  epochs: 7\n")
+    path.write_text("data:\n  dataset: amazon-beauty\ntrain:\n  epochs: 7\n  learning_rate: 1e-3\n")
     config = load_config(path, ["train.epochs=3", "models=[mind]", "run_id=abc"])
     assert config["data"]["dataset"] == "amazon-beauty"
     assert config["train"]["epochs"] == 3
-    assert config["train"]["batch_size"] == DEFAULTS["train"]["batch_size"]
+    assert config["train"]["learning_rate"] == 0.001  # YAML 1.1 reads 1e-3 as a string
+    assert config["train"]["batch_size"] == default_config()["train"]["batch_size"]
     assert config["models"] == ["mind"] and config["run_id"] == "abc"
 
 
+@pytest.mark.parametrize("override,key,value", [
+    ("train.learning_rate=1e-3", ("train", "learning_rate"), 0.001),
+    ("train.learning_rate=5E-4", ("train", "learning_rate"), 0.0005),
+    ("train.weight_decay=0", ("train", "weight_decay"), 0.0),
+    ("eval.ks=5", ("eval", "ks"), [5]),
+    ("eval.ks=[5,10]", ("eval", "ks"), [5, 10]),
+    ("eval.ks=5,10", ("eval", "ks"), [5, 10]),
+    ("models=comirec_sa", ("models",), ["comirec_sa"]),
+    ("models=[mind, comirec_sa+align]", ("models",), ["mind", "comirec_sa+align"]),
+    ("run_id=010", ("run_id",), "010"),  # text stays text: not the octal 8
+    ("run_id=12:30", ("run_id",), "12:30"),  # not YAML 1.1's sexagesimal 750
+    ("llm.model=null", ("llm", "model"), None),
+    ("train.use_gpu=true", ("train", "use_gpu"), True),
+])
+def test_values_parse_to_their_types(override, key, value):
+    config = load_config(None, [override])
+    for part in key:
+        config = config[part]
+    assert config == value and type(config) is type(value)
+
+
 @pytest.mark.parametrize("override,message", [
-    ("train.epoch=3", "unknown config key 'train.epoch'"),
-    ("models=[sasrec]", "unknown model"),
-    ("split.ratios=[0.5,0.1,0.1]", "summing to 1"),
+    ("train.epoch=3", "unknown config key 'train.epoch' (known in train: num_workers,"),
+    ("nosuch=3", "unknown config key 'nosuch' (known at the top: run_id,"),
+    ("models=[sasrec]", "config key 'models': got ['sasrec']; unknown model 'sasrec'"),
+    ("models=popularity+align", "only mind, comirec_dr, comirec_sa take"),
+    ("models=comirec_sa+contrast+align", "in that order"),
+    ("split.ratios=[0.5,0.1,0.1]", "config key 'split.ratios': got [0.5, 0.1, 0.1]; must be three positive shares"),
+    ("train.epochs=abc", "config key 'train.epochs': got 'abc'; input should be a valid integer"),
+    ("train.epochs=2.5", "config key 'train.epochs': got 2.5; input should be a valid integer"),
+    ("train.epochs=0", "config key 'train.epochs': got 0; input should be greater than or equal to 1"),
+    ("train.learning_rate=-1", "config key 'train.learning_rate': got -1; input should be greater than 0"),
+    ("semantic.backend=gpt", "config key 'semantic.backend': got 'gpt'; input should be 'encoder' or 'llm'"),
+    ("data.dataset=netflix", "config key 'data.dataset': got 'netflix'; must be one of movielens-100k"),
+    ("eval.ks=[0]", "config key 'eval.ks.0': got 0; input should be greater than or equal to 1"),
+    ("train=5", "config key 'train' is a section"),
+    ("train.epochs.x=1", "config key 'train.epochs' is not a section"),
+    ("crowd.min_size=6", "crowd.max_size (5) must be >= crowd.min_size (6)"),
+    ("output_dir=s3://bucket/runs", "config key 'output_dir': got 's3://bucket/runs'; remote storage (s3://) is not"),
+    ("data.data_dir=gs://bucket/data", "remote storage (gs://) is not supported yet"),
+    ("llm.cache_dir=hdfs://x/cache", "remote storage (hdfs://)"),
     ("train", "key=value"),
 ])
-def test_bad_overrides_are_clear_errors(override, message):
-    with pytest.raises(ConfigError, match=message):
+def test_bad_overrides_are_one_clear_line(override, message):
+    with pytest.raises(ConfigError) as error:
         load_config(None, [override])
+    assert message in str(error.value)
+    assert len(str(error.value).splitlines()) == 1
+
+
+def test_every_problem_gets_its_own_line():
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["train.epochs=0", "eval.top_k=x"])
+    lines = str(error.value).splitlines()
+    assert len(lines) == 2 and "train.epochs" in lines[0] and "eval.top_k" in lines[1]
+
+
+def test_yaml_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: many\n  nope: 1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    text = str(error.value)
+    assert "config key 'train.epochs': got 'many'" in text and "unknown config key 'train.nope'" in text
+    assert str(path) in text
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(path)
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
 
 
 def test_missing_config_file(tmp_path):
@@ -29,10 +99,53 @@ def test_missing_config_file(tmp_path):
         load_config(tmp_path / "none.yaml")
 
 
+def test_shipped_configs_load():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        load_config(path)
+
+
+def test_every_key_has_a_type_default_and_meaning():
+    rows = describe_keys()
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            yield from leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [prefix + key]
+
+    assert [key for key, *_ in rows] == list(leaves(default_config()))
+    assert all(kind and meaning for _, kind, _, meaning in rows)
+    by_key = {key: (kind, default) for key, kind, default, _ in rows}
+    assert by_key["train.epochs"] == ("int (>= 1)", "20")
+    assert by_key["semantic.backend"][0] == "encoder | llm"
+    assert by_key["eval.ks"] == ("list[int]", "[10, 20, 50]")
+
+
 def test_rerun_with_other_data_settings_is_refused(tmp_path):
-    from rec_core.runs import Run
+    from rec_core.run.directory import Run
 
     Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1"]))
     Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", "models=[popularity]"]))  # allowed
     with pytest.raises(ConfigError, match="different data settings"):
         Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", "data.k_core=5"]))
+
+
+def job(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "jobs.refresh", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_print_config_and_help_from_the_command_line(tmp_path):
+    printed = job("--print-config", "--config", str(ROOT / "configs" / "amazon-beauty.yaml"),
+                  "train.learning_rate=1e-3", f"output_dir={tmp_path}")
+    assert printed.returncode == 0, printed.stderr
+    config = yaml.safe_load(printed.stdout)
+    assert config["data"]["dataset"] == "amazon-beauty" and config["train"]["learning_rate"] == 0.001
+    assert config == load_config(ROOT / "configs" / "amazon-beauty.yaml",
+                                 ["train.learning_rate=1e-3", f"output_dir={tmp_path}"])
+    assert not list(tmp_path.iterdir())  # printing runs nothing
+    shown = job("--help")
+    assert shown.returncode == 0
+    for key, kind, _, meaning in describe_keys():
+        assert key in shown.stdout
+    assert "train.learning_rate" in shown.stdout and "float (> 0) = 0.001" in shown.stdout
+    bad = job("eval.ks=[0]", "output_dir=s3://bucket/x")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert [line.split(":")[0] for line in bad.stderr.splitlines()] == ["error", "error"]

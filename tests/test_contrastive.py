@@ -3,11 +3,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from rec_core.contrastive import contrastive_loss
+from rec_core.crowd.contrastive import contrastive_loss
 
 
 def reference_loss(clusters, embedding, pad, temperature):
-    """The formula of rec_core.contrastive, one anchor at a time."""
+    """The formula of rec_core.crowd.contrastive, one anchor at a time."""
     losses = []
     for user in clusters.tolist():
         members = [(j, i) for j, cluster in enumerate(user) for i in cluster if i != pad]

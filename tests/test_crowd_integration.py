@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from rec_core.config import load_config
+from rec_core.run.config import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def local_ray():
 
 def test_crowd_stages_and_full_model_end_to_end(local_ray, data_dir, tmp_path):
     from jobs.refresh import refresh
-    from rec_core.max_cover import GREEDY_FALLBACK
+    from rec_core.crowd.max_cover import GREEDY_FALLBACK
 
     config = load_config(None, [f"output_dir={tmp_path}", "run_id=crowd", f"data.data_dir={data_dir}", *SMALL])
     refresh(config)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rec_core.datasets import DataError, apply_k_core, load_dataset, load_generic, resolve_data_dir
+from rec_core.data.datasets import DataError, apply_k_core, load_dataset, load_generic, resolve_data_dir
 
 GENRES = "unknown|0\nAction|1\nComedy|2\n"
 
@@ -113,7 +113,7 @@ def test_session_format_counts_skips(tmp_path):
 
 
 def test_k_core_filter_is_iterative():
-    from rec_core.datasets import Tables
+    from rec_core.data.datasets import Tables
     import pandas as pd
 
     # item 2 has one interaction; removing it leaves user 1 with one interaction, which then goes too

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from rec_core.evaluation import evaluate
-from rec_core.splits import EvalSet, Sequences
+from rec_core.data.splits import EvalSet, Sequences
+from rec_core.eval.evaluator import evaluate
 
 
 def csr(user_ids, lists):

@@ -1,17 +1,16 @@
 """Engine configuration for both modes, validated by Ray's own vLLMEngineProcessorConfig."""
 
-import copy
 import json
 
 import pytest
 
-from rec_core.config import DEFAULTS
-from rec_core.llm_stage import messages_for, processor_config_kwargs
-from rec_core.prompt_cache import prompt_key
+from rec_core.llm.prompt_cache import prompt_key
+from rec_core.llm.stage import messages_for, processor_config_kwargs
+from rec_core.run.config import default_config
 
 
 def llm_config(**changes):
-    config = copy.deepcopy(DEFAULTS["llm"])
+    config = default_config()["llm"]
     config.update(changes)
     return config
 
@@ -56,12 +55,12 @@ def test_instruction_first_and_key_changes_with_the_user_text():
 
 
 def test_prompts_are_rendered_with_the_models_chat_template_instruction_first():
-    from rec_core.offline_model import default_model_dir
+    from rec_core.llm.offline_model import default_model_dir
 
     pytest.importorskip("transformers")
     if not (default_model_dir() / "config.json").exists():
         pytest.skip("offline default model not prepared")
-    from rec_core.llm_stage import render_prompts
+    from rec_core.llm.stage import render_prompts
 
     (prompt,) = render_prompts(str(default_model_dir()), ["shared instruction"], ["Items:\n1. A"])
     assert prompt.index("shared instruction") < prompt.index("Items:\n1. A")

@@ -5,8 +5,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from rec_core.config import load_config
-from rec_core.runs import Run
+from rec_core.run.config import load_config
+from rec_core.run.directory import Run
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 def llm_run(tmp_path_factory, data_dir):
     pytest.importorskip("vllm")
     ray = pytest.importorskip("ray")
-    from rec_core.offline_model import default_model_dir
+    from rec_core.llm.offline_model import default_model_dir
 
     if not (default_model_dir() / "config.json").exists():
         pytest.fail("offline default model missing: bin/setup prepares it")
@@ -82,8 +82,8 @@ def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir)
 
     from jobs.ingest import ingest
     from jobs.semantic import semantic
-    from rec_core.llm_stage import cache_folder
-    from rec_core.prompt_cache import PromptCache
+    from rec_core.llm.stage import cache_folder
+    from rec_core.llm.prompt_cache import PromptCache
 
     overrides = [f"output_dir={tmp_path}", "run_id=killed", f"data.data_dir={data_dir}", "semantic.backend=llm",
                  "semantic.max_users=12", "semantic.max_items=8", "llm.max_tokens=160", "llm.batch_size=2",

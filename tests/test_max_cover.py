@@ -5,7 +5,7 @@ from itertools import combinations
 import numpy as np
 import pytest
 
-from rec_core.max_cover import (FEASIBLE, GREEDY_FALLBACK, OPTIMAL, Instance, MaxCoverSolver, Solution,
+from rec_core.crowd.max_cover import (FEASIBLE, GREEDY_FALLBACK, OPTIMAL, Instance, MaxCoverSolver, Solution,
                                 SolverConfig, greedy, validate)
 
 

@@ -3,13 +3,14 @@ import pandas as pd
 import pytest
 import torch
 
-from rec_core.config import DEFAULTS
-from rec_core.evaluation import evaluate
-from rec_core.models import NEURAL_BASES, Popularity, build_model, pad_histories
-from rec_core.splits import build_protocol, split_users
-from rec_core.training import MultiInterestTraining, training_pairs
+from rec_core.data.splits import build_protocol, split_users
+from rec_core.eval.evaluator import evaluate
+from rec_core.models.multi_interest import Popularity, build_model, pad_histories
+from rec_core.models.names import NEURAL_BASES
+from rec_core.run.config import default_config
+from rec_core.train.recipe import MultiInterestTraining, training_pairs
 
-TRAIN = {**DEFAULTS["train"], "embedding_dim": 16, "num_interests": 3, "max_history": 6,
+TRAIN = {**default_config()["train"], "embedding_dim": 16, "num_interests": 3, "max_history": 6,
          "num_negatives": 64, "batch_size": 64, "cpus_per_worker": 1, "epochs": 6, "patience": 6}
 
 
@@ -32,7 +33,7 @@ def test_shapes_and_padding_is_ignored(name):
 
 
 def test_training_pairs_cover_every_position():
-    from rec_core.splits import Sequences
+    from rec_core.data.splits import Sequences
 
     seqs = Sequences(np.array([0, 1]), np.array([0, 3, 5]), np.array([10, 11, 12, 20, 21]))
     starts, ends, user_rows = training_pairs(seqs)
@@ -107,7 +108,7 @@ def test_aligned_model_trains_with_clusters_and_needs_them():
 
 
 def test_model_names_combine_base_and_variants_in_order():
-    from rec_core.models import base_model, is_aligned, is_contrastive, is_known_model
+    from rec_core.models.names import base_model, is_aligned, is_contrastive, is_known_model
 
     assert is_known_model("comirec_sa+align+contrast") and is_known_model("mind+contrast")
     assert not is_known_model("comirec_sa+contrast+align")  # documented order only

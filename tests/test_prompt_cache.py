@@ -1,6 +1,6 @@
 import pandas as pd
 
-from rec_core.prompt_cache import PromptCache, prompt_key
+from rec_core.llm.prompt_cache import PromptCache, prompt_key
 
 PARAMS = {"temperature": 0.0, "max_tokens": 256}
 

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.refresh import refresh
-from rec_core.config import load_config
-from rec_core.distributed import fit_with_ray_train
+from rec_core.run.config import load_config
+from rec_core.train.ray_train import fit_with_ray_train
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     interactions = pq.read_table(root / "interactions").to_pandas()
     seen = set(zip(interactions["user_id"], interactions["item_id"]))
     # no recommended item is in the user's history (history = first 80%; targets may be recommended)
-    from rec_core.distributed import load_protocol
+    from rec_core.train.ray_train import load_protocol
     data = load_protocol(root, 0.8)
     history = {(int(u), int(i)) for row, u in enumerate(data.test.user_ids)
                for i in data.test.histories.sequence(row)}
@@ -83,7 +83,7 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
 
 def test_ray_train_resumes_a_run_from_its_checkpoint(local_ray, data_dir, tmp_path):
     from jobs.ingest import ingest
-    from rec_core.runs import Run
+    from rec_core.run.directory import Run
 
     overrides = [f"output_dir={tmp_path}", "run_id=resume", f"data.data_dir={data_dir}", *QUICK,
                  "train.patience=5", "train.num_workers=2"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from rec_core.semantic_grouping import agglomerate
+from rec_core.interests.grouping import agglomerate
 
 
 def blobs(sizes, dim=8, spread=0.05, seed=0):

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from rec_core.splits import assign_splits, build_protocol, cut_history, sequences_for, split_sessions, split_users
+from rec_core.data.splits import assign_splits, build_protocol, cut_history, sequences_for, split_sessions, split_users
 
 
 def interactions(n_users=200, length=10):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rec_core.models import Popularity, build_model, pad_histories
-from rec_core.splits import ProtocolData, Sequences
-from rec_core.training import model_score_fn
+from rec_core.data.splits import ProtocolData, Sequences
+from rec_core.models.multi_interest import Popularity, build_model, pad_histories
+from rec_core.train.recipe import model_score_fn
 
 MODEL_FILE = "model.pt"
 

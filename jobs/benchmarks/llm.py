@@ -7,7 +7,7 @@
 `llm-throughput` sends the same semantic-grouping prompts (real users of the data set, the
 project's JSON schema per row) to the same model four ways, one after the other in one run:
 bare `vllm.LLM.chat` with enforce_eager (in a fresh process) -> the Ray Data stage
-(rec_core.llm_stage.run_prompts, an empty cache) -> bare eager again -> bare compiled
+(rec_core.llm.stage.run_prompts, an empty cache) -> bare eager again -> bare compiled
 (enforce_eager=False). Each is timed end to end, engine start-up (the vLLM import included)
 included, because that is what a job pays; the bare runs also report load and generation time
 apart. The ratio is Ray Data
@@ -27,7 +27,6 @@ the same sizes, LLM token counts and timings, and a few users' clusters in words
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
@@ -39,15 +38,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from jobs.benchmarks import add_data_arguments, bench_run_id
 from jobs.ingest import ingest
 from jobs.semantic import cluster_requests, recent_items, select_users, semantic
-from rec_core.config import load_config
-from rec_core.runs import Run
+from rec_core.run.config import load_config
+from rec_core.run.directory import Run
 
 
 def _ingested_run(dataset: str, config_path: str | None, overrides: list[str], name: str) -> Run:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    config = load_config(config_path, [f"data.dataset={dataset}", f"run_id=bench-{name}-{dataset}-{stamp}",
+    config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={bench_run_id(name, dataset)}",
                                        *overrides])
     run = Run(config)
     ingest(run)
@@ -65,7 +64,7 @@ def _histories(run: Run) -> dict[int, list[int]]:
 
 def bare_vllm(requests: pd.DataFrame, llm_config: dict) -> dict:
     """The same prompts through `vllm.LLM.chat` in this process: load and generation timed apart."""
-    from rec_core.llm_stage import engine_env, messages_for, processor_config_kwargs, resolve_model, sampling_params
+    from rec_core.llm.stage import engine_env, messages_for, processor_config_kwargs, resolve_model, sampling_params
 
     os.environ.update(engine_env(llm_config))
     began = time.perf_counter()  # importing vLLM is part of the start-up, as it is in the Ray stage's actor
@@ -93,7 +92,7 @@ def _bare_in_fresh_process(requests_file: Path, llm_config: dict) -> dict:
     result_file = requests_file.with_suffix(f".{int(llm_config['enforce_eager'])}.result.json")
     config_file.write_text(json.dumps(llm_config))
     result_file.unlink(missing_ok=True)
-    done = subprocess.run([sys.executable, "-m", "jobs.benchmark_llm", str(requests_file), str(config_file),
+    done = subprocess.run([sys.executable, "-m", "jobs.benchmarks.llm", str(requests_file), str(config_file),
                            str(result_file)], capture_output=True, text=True)
     if done.returncode != 0 or not result_file.exists():
         raise RuntimeError(f"bare vLLM run failed (rc {done.returncode}):\n{done.stderr[-3000:]}")
@@ -103,8 +102,8 @@ def _bare_in_fresh_process(requests_file: Path, llm_config: dict) -> dict:
 def throughput(dataset: str, config_path: str | None, overrides: list[str], prompts: int) -> None:
     import ray
 
-    from rec_core.llm_stage import run_prompts
-    from rec_core.prompt_cache import PromptCache
+    from rec_core.llm.stage import run_prompts
+    from rec_core.llm.prompt_cache import PromptCache
 
     run = _ingested_run(dataset, config_path, overrides, "llm-throughput")
     histories = dict(list(_histories(run).items())[:prompts])
@@ -144,8 +143,8 @@ def throughput(dataset: str, config_path: str | None, overrides: list[str], prom
 # ------------------------------------------------------------------------------------------ cache
 
 def cache(dataset: str, config_path: str | None, overrides: list[str], changed: float, change_seed: int) -> None:
-    from rec_core.llm_stage import cache_folder, run_prompts
-    from rec_core.prompt_cache import PromptCache
+    from rec_core.llm.stage import cache_folder, run_prompts
+    from rec_core.llm.prompt_cache import PromptCache
 
     run = _ingested_run(dataset, config_path, overrides, "llm-cache")
     items, config = run.read_table("items"), run.config
@@ -206,6 +205,25 @@ def grouping(dataset: str, config_path: str | None, overrides: list[str], backen
     print(json.dumps({"benchmark": "grouping", "dataset": dataset, "backend": backend,
                       "users": info["users"], "clusters_per_user": info["clusters_per_user"],
                       "coherence": info["coherence"], "llm": info.get("llm"), "seconds": info.get("seconds")}))
+
+
+def add_commands(commands) -> None:
+    speed = commands.add_parser("llm-throughput", help="Ray Data LLM stage vs bare vllm.LLM.chat; eager vs compiled")
+    speed.add_argument("--prompts", type=int, default=96)
+    speed.set_defaults(run=lambda args: throughput(args.dataset, args.config, args.overrides, args.prompts))
+    cached = commands.add_parser("llm-cache", help="prompts sent on a rerun and after changing some histories")
+    cached.add_argument("--changed", type=float, default=0.01, help="share of the users whose history changes")
+    cached.add_argument("--change-seed", type=int, default=None, help="default: the clock")
+    cached.set_defaults(run=lambda args: cache(
+        args.dataset, args.config, args.overrides, args.changed,
+        args.change_seed if args.change_seed is not None else time.time_ns() % 2**31))
+    group = commands.add_parser("grouping", help="semantic grouping statistics, coherence and examples")
+    group.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
+    group.add_argument("--examples", type=int, default=3)
+    group.set_defaults(run=lambda args: grouping(args.dataset, args.config, args.overrides, args.backend,
+                                                 args.examples))
+    for parser in (speed, cached, group):
+        add_data_arguments(parser)
 
 
 if __name__ == "__main__":  # the bare-vLLM side of llm-throughput, in its own process

@@ -18,9 +18,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from rec_core.models import is_aligned, is_contrastive
-from rec_core.splits import build_protocol
-from rec_core.training import MultiInterestTraining
+from rec_core.data.splits import build_protocol
+from rec_core.models.names import is_aligned, is_contrastive
+from rec_core.train.recipe import MultiInterestTraining
 
 log = logging.getLogger(__name__)
 

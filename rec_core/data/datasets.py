@@ -85,7 +85,7 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
     elif os.environ.get("REC_DATA_DIR"):
         origin, path = "$REC_DATA_DIR", Path(os.environ["REC_DATA_DIR"])
     else:
-        origin, path = "../shared/data beside the checkout", Path(__file__).resolve().parents[2] / "shared" / "data"
+        origin, path = "../shared/data beside the checkout", Path(__file__).resolve().parents[3] / "shared" / "data"
     if not path.is_dir():
         raise DataError(f"data directory not found: {path} (from {origin}); set data.data_dir=... "
                         "or $REC_DATA_DIR")

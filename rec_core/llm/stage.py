@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rec_core.prompt_cache import PromptCache, prompt_key
+from rec_core.llm.prompt_cache import PromptCache, prompt_key
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,11 @@ def resolve_model(llm_config: dict) -> str:
     """The configured model (local path or hub id), or the offline default prepared by bin/setup."""
     if llm_config["model"]:
         return str(llm_config["model"])
-    from rec_core.offline_model import default_model_dir
+    from rec_core.llm.offline_model import default_model_dir
 
     folder = default_model_dir()
     if not (folder / "config.json").exists():
-        raise RuntimeError(f"offline default model not prepared at {folder}: run `python -m rec_core.offline_model` "
+        raise RuntimeError(f"offline default model not prepared at {folder}: run `python -m rec_core.llm.offline_model` "
                            "(bin/setup does) or set llm.model=<local path or hub id>")
     return str(folder)
 

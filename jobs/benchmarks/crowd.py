@@ -12,20 +12,20 @@ candidate sets) solved with the same settings, to show how solve time grows with
 
 from __future__ import annotations
 
-import datetime
 import json
 import time
 
 import numpy as np
 import pandas as pd
 
+from jobs.benchmarks import add_data_arguments, bench_run_id
 from jobs.ingest import ingest
 from jobs.synthesize import crowd_instances, solver_config, training_interactions, user_cliques
 from jobs.train import init_ray
-from rec_core.config import load_config
-from rec_core.max_cover import OPTIMAL, SolverConfig
-from rec_core.runs import Run
-from rec_core.synthesis import item_label_sets, solve_instances
+from rec_core.crowd.max_cover import OPTIMAL, SolverConfig
+from rec_core.crowd.synthesis import item_label_sets, solve_instances
+from rec_core.run.config import load_config
+from rec_core.run.directory import Run
 
 MERGED_SIZES = (1, 2, 4, 8, 16)
 MERGED_SAMPLES = 20
@@ -49,8 +49,7 @@ def _summary(instances, solutions) -> dict:
 
 
 def max_cover(dataset: str, config_path: str | None, overrides: list[str]) -> None:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run = Run(load_config(config_path, [f"data.dataset={dataset}", f"run_id=bench-max-cover-{dataset}-{stamp}",
+    run = Run(load_config(config_path, [f"data.dataset={dataset}", f"run_id={bench_run_id('max-cover', dataset)}",
                                         *overrides]))
     ingest(run)
     crowd = run.config["crowd"]
@@ -97,3 +96,9 @@ def max_cover(dataset: str, config_path: str | None, overrides: list[str]) -> No
     print(pd.DataFrame(growth)[["cliques_merged", "members", "mean_candidates", "mean_elements", "seconds_mean",
                                 "seconds_max", "optimal_share", "objective_over_greedy", "mean_gap"]].to_string(index=False))
     print(json.dumps({"benchmark": "max-cover", "dataset": dataset, **result, "growth": growth}))
+
+
+def add_commands(commands) -> None:
+    cover = commands.add_parser("max-cover", help="CP-SAT vs greedy on the real user cliques; solve time vs size")
+    add_data_arguments(cover)
+    cover.set_defaults(run=lambda args: max_cover(args.dataset, args.config, args.overrides))

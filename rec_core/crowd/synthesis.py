@@ -1,6 +1,6 @@
 """Synthesized users: one max-cover instance per user clique, solved in parallel as Ray tasks.
 
-`build_instances` turns each clique into a rec_core.max_cover.Instance (candidates: each member's
+`build_instances` turns each clique into a rec_core.crowd.max_cover.Instance (candidates: each member's
 most recent `member_items` items; elements and weights as documented there); `solve_instances`
 deals the instances out to Ray tasks in chunks of `chunk_size`, each task solving its chunk with
 CP-SAT (one search worker per instance by default: the parallelism is across instances), checks
@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from rec_core.max_cover import Instance, MaxCoverSolver, Solution, SolverConfig, validate
+from rec_core.crowd.max_cover import Instance, MaxCoverSolver, Solution, SolverConfig, validate
 
 log = logging.getLogger(__name__)
 

@@ -27,45 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rec_core.alignment import alignment_loss
-from rec_core.contrastive import contrastive_loss
-
-BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa")
-NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa")
-# "<neural model>" + any of these suffixes, in this order: "+align" trains with the alignment of
-# user semantic clusters to interests, "+contrast" with the contrastive loss on the synthesized
-# users' clusters; "comirec_sa+align+contrast" is the full dual-level model.
-VARIANTS = ("+align", "+contrast")
-
-
-def model_parts(name: str) -> tuple[str, tuple[str, ...]]:
-    """"comirec_sa+align+contrast" -> ("comirec_sa", ("+align", "+contrast"))."""
-    base, *suffixes = name.split("+")
-    return base, tuple(f"+{suffix}" for suffix in suffixes)
-
-
-def is_aligned(name: str) -> bool:
-    return "+align" in model_parts(name)[1]
-
-
-def is_contrastive(name: str) -> bool:
-    return "+contrast" in model_parts(name)[1]
-
-
-def base_model(name: str) -> str:
-    return model_parts(name)[0]
-
-
-def is_known_model(name: str) -> bool:
-    base, suffixes = model_parts(name)
-    if not suffixes:
-        return base in BASE_MODELS
-    in_order = [v for v in VARIANTS if v in suffixes]
-    return base in NEURAL_BASES and list(suffixes) == in_order
-
-
-def is_neural(name: str) -> bool:
-    return base_model(name) in NEURAL_BASES
+from rec_core.crowd.contrastive import contrastive_loss
+from rec_core.interests.alignment import alignment_loss
+from rec_core.models.names import NEURAL_BASES, base_model
 
 
 class Popularity:

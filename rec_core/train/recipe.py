@@ -20,10 +20,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rec_core.alignment import pack_clusters
-from rec_core.evaluation import evaluate
-from rec_core.models import build_model, is_aligned, is_contrastive, pad_histories
-from rec_core.splits import ProtocolData, Sequences
+from rec_core.data.splits import ProtocolData, Sequences
+from rec_core.eval.evaluator import evaluate
+from rec_core.interests.alignment import pack_clusters
+from rec_core.models.multi_interest import build_model, pad_histories
+from rec_core.models.names import is_aligned, is_contrastive
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ def model_score_fn(model, max_history: int, num_items: int):
 class MultiInterestTraining:
     """Trains one of MIND / ComiRec-DR / ComiRec-SA on the ComiRec protocol.
 
-    A model named "<model>+align" also gets the alignment loss (rec_core.alignment) on the
+    A model named "<model>+align" also gets the alignment loss (rec_core.interests.alignment) on the
     semantic clusters of its training users (`clusters`: user id -> list of item-id lists), with
     `align` = {"weight", "temperature"}. A model with "+contrast" also gets the contrastive loss
-    (rec_core.contrastive) on the clusters of the synthesized users (`synthesized_clusters`: one
+    (rec_core.crowd.contrastive) on the clusters of the synthesized users (`synthesized_clusters`: one
     list of item-id lists per synthesized user), `contrast["users_per_batch"]` of them drawn at
     random for every training batch, with `contrast` = {"weight", "temperature", "users_per_batch"}."""
 

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rec_core.splits import EvalSet, Sequences
+from rec_core.data.splits import EvalSet, Sequences
 
 ScoreFn = Callable[[np.ndarray, Sequences, np.ndarray], torch.Tensor]
 """score_fn(rows, histories, user_ids) -> [len(rows), num_items] scores for users histories[rows]."""

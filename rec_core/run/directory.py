@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rec_core.config import ConfigError
+from rec_core.run.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ PINNED_SECTIONS = ("seed", "data", "split", "train")
 
 
 def code_version() -> str:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()

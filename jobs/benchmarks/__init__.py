@@ -1,0 +1,28 @@
+"""Benchmarks, one module per family, all behind `python -m jobs.benchmark <name>` (jobs/benchmark.py):
+
+- `models`: model quality and training throughput (`baselines`, `alignment`, `ablation`);
+- `llm`: the LLM stage (`llm-throughput`, `llm-cache`, `grouping`);
+- `crowd`: the max-cover solver (`max-cover`).
+
+Each module's `add_commands(subparsers)` declares its sub-commands; each prints figures (a table,
+then JSON lines). A benchmark writes its runs under `output_dir` with a run id naming the benchmark
+and the clock (`bench_run_id`), so that a repeated benchmark never reuses an earlier run's stages.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+
+def bench_run_id(name: str, dataset: str) -> str:
+    return f"bench-{name}-{dataset}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def add_data_arguments(parser, dataset_required: bool = False) -> None:
+    """--dataset, --config and trailing key=value overrides, as every benchmark takes them."""
+    if dataset_required:
+        parser.add_argument("--dataset", required=True)
+    else:
+        parser.add_argument("--dataset", default="movielens-100k")
+    parser.add_argument("--config", default=None, help="YAML run config under the overrides")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")

@@ -1,0 +1,78 @@
+"""The model-name grammar, parsed in this one place: `<base>[+align][+contrast]`.
+
+`popularity`, `mind`, `comirec_dr`, `comirec_sa` are the base models; a neural base may carry the
+dual-level variants, in this order: `+align` trains with the alignment of the user's semantic
+clusters to its interests, `+contrast` with the contrastive loss on the synthesized users'
+clusters (`comirec_sa+align+contrast` is the full dual-level model).
+
+It lives in `rec_core.models` because a name says which model is built, and it imports nothing (no
+torch), so config validation (`rec_core.run.config`), the training recipe, Ray Train and the
+refresh DAG (which stages a set of models needs) all use it without loading a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa")
+NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa")
+VARIANTS = ("align", "contrast")  # the allowed suffixes, in their only allowed order
+
+
+@dataclass(frozen=True)
+class ModelName:
+    base: str
+    variants: tuple[str, ...]
+
+    @property
+    def aligned(self) -> bool:
+        return "align" in self.variants
+
+    @property
+    def contrastive(self) -> bool:
+        return "contrast" in self.variants
+
+    @property
+    def neural(self) -> bool:
+        return self.base in NEURAL_BASES
+
+
+def parse_model_name(name: str) -> ModelName:
+    """"comirec_sa+align+contrast" -> ModelName("comirec_sa", ("align", "contrast")); ValueError
+    with the reason for anything outside the grammar."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    base, *variants = name.split("+")
+    if base not in BASE_MODELS:
+        raise ValueError(f"unknown model {name!r}: the base must be one of {', '.join(BASE_MODELS)}")
+    if variants and base not in NEURAL_BASES:
+        raise ValueError(f"model {name!r}: only {', '.join(NEURAL_BASES)} take +{'/+'.join(VARIANTS)}")
+    in_order = [v for v in VARIANTS if v in variants]
+    if variants != in_order:
+        raise ValueError(f"model {name!r}: the suffixes are +{' and +'.join(VARIANTS)}, each at most once, "
+                         "in that order")
+    return ModelName(base, tuple(variants))
+
+
+def is_known_model(name: str) -> bool:
+    try:
+        parse_model_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def base_model(name: str) -> str:
+    return parse_model_name(name).base
+
+
+def is_aligned(name: str) -> bool:
+    return parse_model_name(name).aligned
+
+
+def is_contrastive(name: str) -> bool:
+    return parse_model_name(name).contrastive
+
+
+def is_neural(name: str) -> bool:
+    return parse_model_name(name).neural

