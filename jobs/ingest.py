@@ -20,14 +20,14 @@ def ingest(run: Run) -> None:
     with run.stage("ingest") as info:
         tables = load_dataset(data["dataset"], data["data_dir"], data["path"], data["k_core"],
                               data["unknown_items"], data["ml1m_ratings"])
-        user_splits, split_skips = split_users(tables.interactions, split["ratios"], run.config["seed"])
+        user_splits, split_skips = split_users(tables.interactions, split["ratios"], split["seed"])
         rows = {"items": run.write_table("items", tables.items),
                 "users": run.write_table("users", tables.users),
                 "interactions": run.write_table("interactions", tables.interactions),
                 "user_splits": run.write_table("user_splits", user_splits)}
         if tables.sessions is not None:
             rows["sessions"] = run.write_table("sessions", tables.sessions)
-            session_splits = split_sessions(tables.sessions, split["session_ratios"], run.config["seed"],
+            session_splits = split_sessions(tables.sessions, split["session_ratios"], split["seed"],
                                              split["session_max_prefix"])
             rows["session_splits"] = run.write_table("session_splits", session_splits)
         for name in ("train", "valid", "test"):

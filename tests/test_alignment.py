@@ -63,3 +63,26 @@ def test_no_clusters_gives_zero_loss_with_gradient_path():
     loss = alignment_loss(interests, torch.full((2, 2, 3), 4), embedding, pad=4, temperature=0.1)
     assert loss.item() == 0.0
     loss.backward()
+
+
+@pytest.mark.parametrize("n_clusters,n_interests", [(6, 4), (5, 3), (9, 4)])  # (9, 4): the scipy path
+def test_padded_clusters_beyond_k_match_scipy_hungarian(n_clusters, n_interests):
+    """max_clusters > K with padding rows: a padding row must never take an interest from a valid cluster."""
+    from scipy.optimize import linear_sum_assignment
+
+    generator = torch.Generator().manual_seed(7)
+    users = 200
+    sim = torch.rand(users, n_clusters, n_interests, generator=generator) * 2 - 1
+    valid = torch.rand(users, n_clusters, generator=generator) > 0.5
+    out = optimal_assignment(sim, valid)
+    for row in range(users):
+        clusters = valid[row].nonzero().flatten().numpy()
+        assert (out[row, ~valid[row]] == -1).all()
+        if len(clusters) == 0:
+            continue
+        matched, interests = linear_sum_assignment(sim[row, clusters].numpy(), maximize=True)
+        assert torch.equal(out[row, clusters[matched]], torch.as_tensor(interests)), row
+        if len(clusters) <= n_interests:
+            assert len(set(out[row, clusters].tolist())) == len(clusters)  # one-to-one
+        leftover = np.setdiff1d(clusters, clusters[matched])  # more clusters than interests: they merge
+        assert torch.equal(out[row, leftover], sim[row, leftover].argmax(-1))

@@ -30,6 +30,7 @@ from scipy.optimize import linear_sum_assignment
 
 
 ENUMERATED_UP_TO = 6  # max(J, K) up to this: all n! matchings scored at once (720 for 6)
+UNWANTED = 1e4  # far below any cosine: what an invalid cluster row scores on a real interest
 
 
 @lru_cache(maxsize=None)
@@ -46,7 +47,11 @@ def optimal_assignment(similarity: torch.Tensor, valid: torch.Tensor) -> torch.T
     batched gather (0.18 ms against 4.7 ms per batch of 128 users for per-user Hungarian calls at
     J = K = 4); beyond that,
     scipy's linear_sum_assignment per user."""
-    sims = similarity.detach().float().masked_fill(~valid.unsqueeze(-1), 0.0)
+    # An invalid (padding) cluster row scores -UNWANTED on every real interest and 0 on the square's
+    # padding columns, so it takes a padding column whenever one is left and never displaces a valid
+    # cluster from an interest; the number of invalid rows forced onto real interests is fixed, so
+    # the valid rows still get their optimal matching.
+    sims = similarity.detach().float().masked_fill(~valid.unsqueeze(-1), -UNWANTED)
     batch, n_clusters, n_interests = sims.shape
     n = max(n_clusters, n_interests)
     if n > ENUMERATED_UP_TO:

@@ -92,6 +92,8 @@ class DataConfig(Section):
 
 
 class SplitConfig(Section):
+    seed: int = Field(2026, ge=0, description="seeds the user and session splits (the top-level seed "
+                                              "seeds initialisation and sampling)")
     ratios: Shares = Field([0.8, 0.1, 0.1], description="train / valid / test share of users (ComiRec protocol)")
     history_fraction: float = Field(0.8, gt=0, lt=1, description="valid/test users: this first share of the "
                                                                  "sequence is history, the rest targets")
@@ -203,7 +205,8 @@ class RunConfig(Section):
     run_id: Optional[str] = Field(None, description="None: a fresh id from the clock; reuse an id to resume / "
                                                     "skip finished stages")
     output_dir: Annotated[str, AfterValidator(_local_path)] = Field("runs", description="every run writes <output_dir>/<run_id>/<table>/ and manifest.json")
-    seed: int = Field(2026, ge=0, description="seeds the split, the samplers and model initialisation")
+    seed: int = Field(2026, ge=0, description="seeds model initialisation and sampling (split.seed seeds the "
+                                              "split)")
     models: Annotated[list[str], BeforeValidator(_as_list)] = Field(DEFAULT_MODELS, min_length=1, description="models to train and evaluate: "
                                                                         "<base>[+align][+contrast]")
     data: DataConfig = DataConfig()
