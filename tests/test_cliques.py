@@ -1,6 +1,7 @@
 """User cliques on planted groups, and the max-cover instances built from them."""
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from rec_core.crowd.cliques import UserCliques
@@ -58,3 +59,14 @@ def test_instances_weight_members_equally_and_solutions_cover_them():
     assert validate(instance, solution) == []
     # the item all three share covers each member's comedy and drama and the population's: 3638
     assert solution.items(instance) == [11] and solution.objective == 250 + 500 + 667 + 333 + 1000 + 888
+
+
+def test_cosine_counts_the_same_items_in_its_norms_as_in_its_dot_product():
+    # users 0 and 1 share items 1 and 2; user 0 also has item 9, which too many users engaged with
+    # to enter the similarity: over the kept items the two users are identical (cosine 1)
+    rows = [(0, 1), (0, 2), (0, 9), (1, 1), (1, 2), (2, 1), (2, 2)] + [(u, 9) for u in range(3, 10)]
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id"])
+    model = UserCliques(neighbours=2, min_similarity=0.0, min_shared_items=2, max_item_users=5, min_size=3,
+                        max_size=3).fit(interactions)
+    assert model.graph_[0][1]["weight"] == pytest.approx(1.0)
+    assert model.cliques_ == [(0, 1, 2)]

@@ -123,8 +123,14 @@ def test_rerun_with_other_data_settings_is_refused(tmp_path):
 
     Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1"]))
     Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", "models=[popularity]"]))  # allowed
+    Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", "llm.concurrency=2"]))  # resources only
     with pytest.raises(ConfigError, match="different data settings"):
         Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", "data.k_core=5"]))
+    for changed, section in (("align.weight=0.3", "align"), ("crowd.budget=10", "crowd"),
+                             ("semantic.max_items=10", "semantic"), ("contrast.temperature=0.2", "contrast"),
+                             ("llm.model=/models/other", "llm.model"), ("split.seed=1", "split")):
+        with pytest.raises(ConfigError, match=f"different {section} settings"):
+            Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", changed]))
 
 
 def job(*args: str) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ from rec_core.run.config import load_config
 pytestmark = pytest.mark.integration
 
 SMALL = ["train.epochs=1", "train.max_samples_per_epoch=3000", "train.cpus_per_worker=1", "train.embedding_dim=16",
-         "eval.top_k=20", "models=[comirec_sa+align+contrast]", "semantic.max_users=40", "crowd.time_limit_s=0.5",
+         "eval.top_k=20", "models=[comirec_sa+align+contrast]", "semantic.max_users=40", "crowd.deterministic_time=0.5",
          "crowd.max_synthesized=3", "crowd.backend=llm", "llm.max_tokens=160"]
 
 

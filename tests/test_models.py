@@ -144,3 +144,58 @@ def test_full_model_trains_with_user_and_synthesized_clusters_and_needs_them():
     popularity = Popularity().fit(data.train.items, n_items)
     pop_metrics, _ = evaluate(lambda rows, h, u: popularity.score(len(rows)), data.valid, n_items, ks=[20])
     assert last["valid_recall@20"] > pop_metrics["recall@20"]
+
+
+def aligned_recipe():
+    frame, n_items = clustered_interactions(n_users=60)
+    splits, _ = split_users(frame, seed=0)
+    data = build_protocol(frame, splits, n_items)
+    clusters = {}  # each training user's latest 8 items, grouped by item group
+    for row, user in enumerate(data.train.user_ids):
+        latest = data.train.sequence(row)[-8:]
+        clusters[int(user)] = [latest[latest // 40 == g].tolist() for g in np.unique(latest // 40)]
+    recipe = MultiInterestTraining("comirec_sa+align", {**TRAIN, "epochs": 1}, data, seed=0, clusters=clusters,
+                                   align={"weight": 0.5, "temperature": 0.1})
+    recipe.setup()
+    return recipe, data, clusters
+
+
+def test_alignment_interests_see_exactly_the_clustered_items():
+    recipe, data, clusters = aligned_recipe()
+    pad = data.num_items
+    for row, user in enumerate(data.train.user_ids):
+        seen = recipe.cluster_histories_[row][recipe.cluster_masks_[row] > 0].tolist()
+        sequence = data.train.sequence(row).tolist()
+        clustered = {item for cluster in clusters[int(user)] for item in cluster}
+        latest = [item for item in sequence if item in clustered][-TRAIN["max_history"]:]  # 8 clustered, 6 seen
+        assert seen == latest  # the latest clustered items, in time order
+        # the clusters hold exactly what the interests see
+        assert set(recipe.packed_clusters_[row].flatten().tolist()) - {pad} == set(seen)
+
+
+def test_no_target_or_later_item_reaches_the_alignment_loss():
+    """The alignment term of a batch is the same whatever the pairs' histories and targets are: it
+    depends on the users' clustered items only, so a pair's target (or anything after it) can't
+    supervise the interests through it."""
+    recipe, data, _ = aligned_recipe()
+    model = recipe.model_.eval()
+    starts, ends, user_rows = recipe.pairs_
+    rows = np.flatnonzero(np.isin(user_rows, [0, 1, 2]))[:12]
+    extra = recipe._auxiliary(user_rows[rows], torch.Generator().manual_seed(0))
+    assert "cluster_history" in extra
+    negatives = torch.arange(30)
+
+    def align_term(history, mask, target):
+        with_align = model(history, mask, target, negatives, **extra)
+        without = model(history, mask, target, negatives)
+        return (with_align - without).item()
+
+    history, mask = pad_histories(data.train.items, starts[rows], ends[rows], TRAIN["max_history"], data.num_items)
+    target = torch.as_tensor(data.train.items[ends[rows]])
+    shuffled = torch.randperm(len(rows), generator=torch.Generator().manual_seed(1))
+    other_target = torch.randint(0, data.num_items, target.shape, generator=torch.Generator().manual_seed(2))
+    reference = align_term(history, mask, target)
+    assert reference > 0
+    assert align_term(history[shuffled], mask[shuffled], other_target) == pytest.approx(reference, abs=1e-6)
+    # and a batch of one user's pairs gives that user's term once, however many pairs it has
+    assert len(extra["cluster_history"]) == len(np.unique(user_rows[rows]))

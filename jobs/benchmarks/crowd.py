@@ -81,7 +81,7 @@ def max_cover(dataset: str, config_path: str | None, overrides: list[str]) -> No
         growth.append({"cliques_merged": merged, "members": round(float(np.mean([len(g) for g in groups])), 1),
                        **_summary(subset, solve_instances(subset, cp_sat, crowd["chunk_size"]))})
     print(f"\n== max-cover on {dataset}: {len(instances)} synthesized users from {cliques.stats_['users']} training "
-          f"users (budget {crowd['budget']} items, CP-SAT {crowd['time_limit_s']} s limit, "
+          f"users (budget {crowd['budget']} items, CP-SAT {crowd['deterministic_time']} deterministic time limit, "
           f"{crowd['solver_workers']} worker(s) per instance)")
     print(f"cliques in {clique_seconds:.1f} s: {json.dumps(cliques.stats_)}")
     summary = result["cp_sat"]

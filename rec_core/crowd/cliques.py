@@ -5,7 +5,8 @@
 1. Similarity: cosine of the users' binary item vectors, computed as a sparse product in chunks
    of `chunk_users` rows, so the cost is the number of user pairs that share an item, never all
    pairs. Items engaged by more than `max_item_users` users are left out of this product: they
-   make O(n^2) pairs each and say little about taste (everyone watched Star Wars). A pair needs
+   make O(n^2) pairs each and say little about taste (everyone watched Star Wars); the cosine is
+   over the kept items in both its numerator and its norms. A pair needs
    at least `min_shared_items` shared items and cosine >= `min_similarity`.
 2. Graph (networkx): an edge between u and v when each is among the other's `neighbours` most
    similar users (mutual k-nearest neighbours), weighted by the cosine. Mutual kNN keeps hubs
@@ -47,10 +48,10 @@ class UserCliques:
         items, item_cols = np.unique(pairs["item_id"].to_numpy(), return_inverse=True)
         matrix = sparse.csr_matrix((np.ones(len(pairs), dtype=np.float32), (user_rows, item_cols)),
                                    shape=(len(users), len(items)))
-        degree = np.asarray(matrix.sum(1)).ravel()
         item_users = np.asarray(matrix.sum(0)).ravel()
         kept = sparse.diags((item_users <= self.max_item_users).astype(np.float32))
         candidates = (matrix @ kept).tocsr()
+        degree = np.asarray(candidates.sum(1)).ravel()  # the cosine's norms count the same items as its dot product
         transposed = candidates.T.tocsr()
         top: list[dict[int, float]] = []
         for start in range(0, len(users), self.chunk_users):

@@ -8,9 +8,11 @@ Formulation (one Instance per clique):
 - candidates: the members' items, item i with the members who engaged with it and its labels
   (genres / categories);
 - elements to cover, with weights:
-  * (member u, label l) for every label in u's items, weight share_u(l) = the share of u's items
-    that carry l: every member counts equally (its weights sum to 1), and within a member a label
-    counts as much as the member's behaviour does; an item covers (u, l) when u engaged with it and
+  * (member u, label l) for every label of u's candidate items (its `member_items` most recent,
+    distinct), weight share_u(l) = the number of those items carrying l over the total number of
+    labels they carry (an item with two labels counts once for each): every member counts equally
+    (its weights sum to 1), and within a member a label counts as much as the member's behaviour
+    does; an item covers (u, l) when u engaged with it and
     it carries l, so a chosen item shared by several members covers all of them at once
     (compactness: few items, each a behaviour the clique has in common);
   * (population, label l), weight `population_weight` * the population's share of interactions
@@ -66,7 +68,10 @@ class Instance:
 
 @dataclass(frozen=True)
 class SolverConfig:
-    time_limit_s: float = 2.0  # CP-SAT wall-clock limit per instance
+    # CP-SAT's deterministic time limit per instance (its own work units, about seconds on a quiet
+    # machine). Unlike a wall-clock limit it does not depend on machine load, so with one search
+    # worker a rerun finds the same solutions; with several workers CP-SAT is not reproducible.
+    deterministic_time: float = 2.0
     num_workers: int = 1  # CP-SAT search workers per instance (instances already run in parallel)
     seed: int = 0
     use_cp_sat: bool = True  # False: greedy only (the baseline in the benchmark)
@@ -158,7 +163,7 @@ class MaxCoverSolver:
             model.add_hint(var, element in covered_hint)
 
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = self.config.time_limit_s
+        solver.parameters.max_deterministic_time = self.config.deterministic_time
         solver.parameters.num_workers = self.config.num_workers
         solver.parameters.random_seed = self.config.seed
         status = solver.solve(model)
@@ -176,6 +181,9 @@ class MaxCoverSolver:
         elif status == cp_model.MODEL_INVALID:
             note = f"cp-sat: model invalid: {model.validate()}"
         else:  # UNKNOWN: the time limit ran out before any solution (the hint was not accepted)
-            note = f"cp-sat: {solver.status_name(status).lower()} after {self.config.time_limit_s} s"
-        return Solution(instance.instance_id, hint, greedy_value, upper, GREEDY_FALLBACK, seconds, greedy_value,
-                        [note])
+            note = (f"cp-sat: {solver.status_name(status).lower()} after {self.config.deterministic_time} "
+                    "deterministic time units")
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE, cp_model.UNKNOWN):
+            upper = min(upper, float(solver.best_objective_bound))  # the bound CP-SAT proved still holds
+        return Solution(instance.instance_id, hint, greedy_value, max(upper, greedy_value), GREEDY_FALLBACK, seconds,
+                        greedy_value, [note])

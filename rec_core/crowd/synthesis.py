@@ -50,7 +50,7 @@ def build_instances(cliques: list[tuple[int, ...]], interactions: pd.DataFrame, 
             counts = Counter(label for item in dict.fromkeys(recent[member].tolist()) for label in labels[int(item)])
             total = sum(counts.values())
             elements.update({(member, label): count / total for label, count in counts.items()})
-        for label in {label for item in engaged for label in labels[item]}:
+        for label in sorted({label for item in engaged for label in labels[item]}):  # no hash order
             elements[("population", label)] = population_weight * shares.get(label, 0.0)
         index = {element: e for e, element in enumerate(elements)}
         candidates = sorted(engaged)
@@ -90,6 +90,8 @@ def solve_instances(instances: list[Instance], config: SolverConfig, chunk_size:
 
 
 def synthesized_users_table(instances: list[Instance], solutions: list[Solution]) -> pd.DataFrame:
+    """One row per synthesized user. Solve times are not in it (the stage's manifest entry has them),
+    so the same config gives a byte-identical table in every process."""
     return pd.DataFrame({
         "synth_id": [s.instance_id for s in solutions],
         "member_ids": [list(i.members) for i in instances],
@@ -98,6 +100,5 @@ def synthesized_users_table(instances: list[Instance], solutions: list[Solution]
         "greedy_objective": [s.greedy_objective for s in solutions],
         "bound": [s.bound for s in solutions],
         "status": [s.status for s in solutions],
-        "solve_seconds": np.round([s.solve_seconds for s in solutions], 4),
         "notes": ["; ".join(s.notes) for s in solutions],
     })

@@ -1,18 +1,28 @@
 """Alignment of a user's semantic clusters to its K collaborative interests (arXiv 2507.10917).
 
-For a training user with semantic clusters S_1..S_J (from the LLM or the encoder backend) and
-interest vectors v_1..v_K from the multi-interest extractor:
+For a training user with semantic clusters S_1..S_J (from the LLM or the encoder backend; they
+partition the user's latest `semantic.max_items` training items) and the interest vectors
+v_1..v_K that the multi-interest extractor computes FROM THOSE CLUSTERED ITEMS (an extra forward
+pass over them, in time order: `alignment_inputs`; when they are more than the extractor's
+`train.max_history`, the oldest are dropped from both the pass and the clusters):
 
 1. centroid c_j = mean of the model's item embeddings of the items of S_j;
 2. assignment (no gradient): the optimal assignment (as the Hungarian algorithm finds it) of
    clusters to interests maximising the summed cos(c_j, v_k), a one-to-one match of min(J, K)
    pairs; when J > K the clusters left over join their most similar interest, so several
    clusters MERGE into one interest; when J < K the unmatched interests stay FREE (no alignment
-   term), so the granularity follows the data. (A best-first greedy match was tried first; it
-   is not optimal when two clusters compete for one interest, and it did not help on ML-100K.)
+   term), so the granularity follows the data;
 3. loss: for every assigned (j, k), InfoNCE over the user's interests,
    -log softmax_k'(cos(c_j, v_k') / temperature)[k], averaged over assigned clusters, multiplied
    by `weight` and added to the sampled-softmax loss.
+
+Why the extra pass (the paper's "assign a user's semantic clusters to the same user's
+collaborative interests"): the interests of a training pair are computed from the items before
+its target, while the clusters hold the user's latest items, so aligning the pair's interests
+would pull them toward clusters that hold the pair's target and later items (future-item
+supervision, not alignment). Interests computed from the clustered items see exactly what the
+clusters hold. The term is per user (each user of a batch once), independent of the batch's
+targets. (Clustering every history window instead would cost one grouping per training pair.)
 
 Only training users carry clusters, and the term is a training loss only: inference and serving
 use the behaviour-only interest extractor, no LLM.
@@ -103,3 +113,38 @@ def pack_clusters(user_ids: np.ndarray, clusters_by_user: dict[int, list[list[in
             items = items[:max_items]
             packed[row, j, : len(items)] = items
     return packed
+
+
+def packed_shape(cluster_lists) -> tuple[int, int]:
+    """(most clusters of one user, most items of one cluster) over all users' cluster lists."""
+    shapes = [(len(c), max(map(len, c))) for c in cluster_lists if c]
+    return max((j for j, _ in shapes), default=1), max((n for _, n in shapes), default=1)
+
+
+def alignment_inputs(offsets: np.ndarray, items: np.ndarray, user_ids: np.ndarray,
+                     clusters_by_user: dict[int, list[list[int]]], length: int,
+                     pad: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the alignment loss needs per user row of a CSR sequence set:
+
+    - histories [U, length]: the items of the user's clusters in time order (the latest occurrence
+      of each; the latest `length` of them when there are more), right-aligned with `pad`, and
+    - masks [U, length]: which positions are items; the interests are computed from these;
+    - clusters [U, J, N]: the clusters restricted to the items in the history, packed with `pad`,
+      so the interests see every clustered item and nothing else.
+
+    A user without clusters gets all-pad rows and is left out of the loss."""
+    histories = np.full((len(user_ids), length), pad, dtype=np.int64)
+    visible: dict[int, list[list[int]]] = {}
+    for row, user in enumerate(user_ids):
+        members = {item for cluster in clusters_by_user.get(int(user), []) for item in cluster}
+        if not members:
+            continue
+        sequence = items[offsets[row]:offsets[row + 1]].tolist()
+        latest = {item: position for position, item in enumerate(sequence) if item in members}
+        ordered = sorted(latest, key=latest.get)[-length:]
+        histories[row, length - len(ordered):] = ordered
+        kept = set(ordered)
+        visible[int(user)] = [[i for i in cluster if i in kept] for cluster in clusters_by_user[int(user)]
+                              if any(i in kept for i in cluster)]
+    clusters = pack_clusters(user_ids, visible, *packed_shape(visible.values()), pad)
+    return clusters, histories, (histories != pad).astype(np.float32)

@@ -65,10 +65,13 @@ class MultiInterestModel(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         return self.item_embedding.weight[: self.num_items]
 
-    def forward(self, history, mask, targets, negatives, cluster_items=None, synthesized_clusters=None,
-                align_weight=0.0, align_temperature=0.1, contrast_weight=0.0, contrast_temperature=0.1):
-        """Sampled-softmax loss of the batch, plus the weighted alignment loss when the users' semantic
-        clusters are given and the weighted contrastive loss when synthesized users' clusters are."""
+    def forward(self, history, mask, targets, negatives, cluster_items=None, cluster_history=None,
+                cluster_mask=None, synthesized_clusters=None, align_weight=0.0, align_temperature=0.1,
+                contrast_weight=0.0, contrast_temperature=0.1):
+        """Sampled-softmax loss of the batch, plus the weighted alignment loss when users' semantic
+        clusters are given (`cluster_items` [U, J, N] with the interests computed from the same users'
+        clustered items, `cluster_history` / `cluster_mask` [U, L]; rec_core.interests.alignment),
+        and the weighted contrastive loss when synthesized users' clusters are."""
         interests = self.interests(history, mask)
         target_vectors = self.item_embedding(targets)  # [B, d]
         closest = torch.einsum("bkd,bd->bk", interests, target_vectors).argmax(1)
@@ -79,7 +82,8 @@ class MultiInterestModel(nn.Module):
         logits = torch.cat([positive, negative], 1)
         loss = F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
         if cluster_items is not None and align_weight > 0:
-            loss = loss + align_weight * alignment_loss(interests, cluster_items, self.item_embedding,
+            cluster_interests = self.interests(cluster_history, cluster_mask)
+            loss = loss + align_weight * alignment_loss(cluster_interests, cluster_items, self.item_embedding,
                                                         self.num_items, align_temperature)
         if synthesized_clusters is not None and contrast_weight > 0:
             loss = loss + contrast_weight * contrastive_loss(synthesized_clusters, self.item_embedding,

@@ -150,9 +150,10 @@ class CrowdConfig(Section):
     budget: int = Field(15, ge=1, description="items per synthesized user (what its LLM prompt lists)")
     population_weight: float = Field(1.0, ge=0, description="weight of the population's label shares next to "
                                                             "each member's")
-    time_limit_s: float = Field(2.0, gt=0, description="CP-SAT time limit per instance; greedy is the hint "
-                                                       "and the fallback")
-    solver_workers: int = Field(1, ge=1, description="CP-SAT search workers per instance")
+    deterministic_time: float = Field(2.0, gt=0, description="CP-SAT deterministic time limit per instance "
+                                                             "(load-independent, so reruns agree); greedy is the hint "
+                                                             "and the fallback")
+    solver_workers: int = Field(1, ge=1, description="CP-SAT search workers per instance (1 = reproducible)")
     chunk_size: int = Field(32, ge=1, description="max-cover instances per Ray task")
     backend: Optional[Literal["encoder", "llm"]] = Field(None, description="grouping of the synthesized users; "
                                                                            "None: semantic.backend")

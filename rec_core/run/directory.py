@@ -25,9 +25,13 @@ from rec_core.run.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Config sections a run is bound to: a rerun with the same run id must not change them.
-# (`models` may grow: new models are trained, finished ones are kept.)
-PINNED_SECTIONS = ("seed", "data", "split", "train")
+# Config sections a run is bound to: everything that shapes one of its tables (the data and its
+# splits, the semantic and crowd tables, the trained models, the metrics). A rerun with the same run
+# id must not change them, or finished stages would be reused with other settings. Free to change:
+# `models` (may grow: new models are trained, finished ones kept), `output_dir`, `run_id`, and the
+# LLM engine's resources (replicas, batch size, CPUs, cache location), which do not change answers.
+PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd", "contrast", "eval",
+                   "llm.model", "llm.max_tokens", "llm.temperature", "llm.max_model_len")
 
 
 def code_version() -> str:
@@ -60,8 +64,8 @@ class Run:
         if self.manifest_path.exists():
             self.manifest = json.loads(self.manifest_path.read_text())
             changed = [key for key in PINNED_SECTIONS
-                       if json.dumps(self.manifest["config"].get(key), sort_keys=True, default=str)
-                       != json.dumps(config.get(key), sort_keys=True, default=str)]
+                       if json.dumps(_lookup(self.manifest["config"], key), sort_keys=True, default=str)
+                       != json.dumps(_lookup(config, key), sort_keys=True, default=str)]
             if changed:
                 raise ConfigError(f"run {self.run_id} in {self.root.parent} was made with different "
                                   f"{', '.join(changed)} settings; use a new run_id (finished stages "
@@ -124,6 +128,12 @@ class Run:
         temporary = self.manifest_path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(self.manifest, indent=2, default=str))
         os.replace(temporary, self.manifest_path)
+
+
+def _lookup(config: dict, dotted: str):
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
 
 
 def _now() -> str:

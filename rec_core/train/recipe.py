@@ -22,13 +22,14 @@ import torch
 
 from rec_core.data.splits import ProtocolData, Sequences
 from rec_core.eval.evaluator import evaluate
-from rec_core.interests.alignment import pack_clusters
+from rec_core.interests.alignment import alignment_inputs, pack_clusters, packed_shape
 from rec_core.models.multi_interest import build_model, pad_histories
 from rec_core.models.names import is_aligned, is_contrastive
 
 log = logging.getLogger(__name__)
 
 SELECTION_METRIC = "recall@50"
+CROWD_DRAW_STREAM = 1  # salts the random stream of the synthesized users drawn per batch
 
 Report = Callable[[dict, dict], None]
 """report(epoch_metrics, training_state): called once per epoch (Ray: ray.train.report)."""
@@ -43,12 +44,6 @@ def training_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray
     ends = starts + positions
     rows = np.repeat(np.arange(len(lengths)), pairs_per_user)
     return starts.astype(np.int64), ends.astype(np.int64), rows.astype(np.int64)
-
-
-def packed_shape(cluster_lists) -> tuple[int, int]:
-    """(most clusters of one user, most items of one cluster) over all users' cluster lists."""
-    shapes = [(len(c), max(map(len, c))) for c in cluster_lists if c]
-    return max((j for j, _ in shapes), default=1), max((n for _, n in shapes), default=1)
 
 
 def model_score_fn(model, max_history: int, num_items: int):
@@ -109,8 +104,12 @@ class MultiInterestTraining:
             raise ValueError("no training pairs: every training user has a single interaction")
         self.packed_clusters_ = None
         if is_aligned(self.model_name):
-            self.packed_clusters_ = torch.as_tensor(pack_clusters(
-                self.data.train.user_ids, self.clusters, *packed_shape(self.clusters.values()), self.data.num_items))
+            clusters, histories, masks = alignment_inputs(
+                self.data.train.offsets, self.data.train.items, self.data.train.user_ids, self.clusters,
+                self.config["max_history"], self.data.num_items)
+            self.packed_clusters_ = torch.as_tensor(clusters)
+            self.cluster_histories_, self.cluster_masks_ = torch.as_tensor(histories), torch.as_tensor(masks)
+            self.clustered_rows_ = masks.any(1)
             covered = sum(int(u) in self.clusters for u in self.data.train.user_ids)
             log.info("%s: semantic clusters for %d of %d training users", self.model_name, covered,
                      len(self.data.train.user_ids))
@@ -137,7 +136,10 @@ class MultiInterestTraining:
             order = order[: self.config["max_samples_per_epoch"]]
         order = order[self.rank:: self.world_size]
         batch_size, pad = self.config["batch_size"], self.data.num_items
+        # one random stream per purpose: the negatives are the same whichever auxiliary losses a variant adds
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch_ * 10 + self.rank)
+        crowd_draws = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([self.seed, self.epoch_, self.rank, CROWD_DRAW_STREAM]).generate_state(1)[0]))
         self.trainable_.train()
         total_loss, batches, began = 0.0, 0, time.perf_counter()
         # equal batch counts on every rank keep DDP's all-reduce in step
@@ -148,7 +150,7 @@ class MultiInterestTraining:
                                           self.config["max_history"], pad)
             target = torch.as_tensor(self.data.train.items[ends[chosen]], dtype=torch.long)
             negatives = torch.randint(0, pad, (self.config["num_negatives"],), generator=generator)
-            loss = self.trainable_(history, mask, target, negatives, **self._auxiliary(user_rows[chosen], generator))
+            loss = self.trainable_(history, mask, target, negatives, **self._auxiliary(user_rows[chosen], crowd_draws))
             self.optimizer_.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer_.step()
@@ -163,8 +165,12 @@ class MultiInterestTraining:
         """The extra forward arguments of the alignment and contrastive losses for one batch."""
         extra = {}
         if self.packed_clusters_ is not None:
-            extra.update(cluster_items=self.packed_clusters_[user_rows], align_weight=self.align["weight"],
-                         align_temperature=self.align["temperature"])
+            rows = np.unique(user_rows)  # each user of the batch once: the term is per user, not per pair
+            rows = torch.as_tensor(rows[self.clustered_rows_[rows]])
+            if len(rows):
+                extra.update(cluster_items=self.packed_clusters_[rows], cluster_history=self.cluster_histories_[rows],
+                             cluster_mask=self.cluster_masks_[rows], align_weight=self.align["weight"],
+                             align_temperature=self.align["temperature"])
         if self.packed_synthesized_ is not None:
             drawn = torch.randint(0, len(self.packed_synthesized_), (self.contrast["users_per_batch"],),
                                   generator=generator)
