@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rec_core.data.splits import EvalSet, Sequences
-from rec_core.eval.evaluator import evaluate
+from rec_core.eval.evaluator import evaluate, user_metrics
 
 
 def csr(user_ids, lists):
@@ -85,3 +85,32 @@ def test_rejects_wrong_score_shape():
     data = EvalSet(np.array([0]), csr([0], [[0]]), csr([0], [[1]]))
     with pytest.raises(ValueError, match="shape"):
         evaluate(lambda rows, h, u: torch.zeros(len(rows), 3), data, num_items=4, ks=[2])
+
+
+def test_ties_rank_the_lower_item_id_first():
+    # every item scores the same (as Popularity does for items with equal counts): the top-3 must be
+    # the three lowest ids outside the history, in id order, whatever order topk would return
+    n_items = 300
+    data = EvalSet(np.array([0]), csr([0], [[0, 2]]), csr([0], [[4]]))
+    metrics, ranking = evaluate(lambda rows, h, u: torch.ones(len(rows), n_items), data, n_items, ks=[3],
+                                keep_top=3)
+    assert ranking.item_ids.tolist() == [[1, 3, 4]]
+    assert metrics["recall@3"] == 1.0 and metrics["ndcg@3"] == pytest.approx(1 / math.log2(4))
+
+
+def test_user_metrics_are_the_per_user_figures_behind_the_means():
+    rng = np.random.default_rng(5)
+    n_users, n_items = 40, 60
+    scores = rng.normal(size=(n_users, n_items))
+    histories = [rng.choice(n_items, size=5, replace=False).tolist() for _ in range(n_users)]
+    targets = [rng.choice(n_items, size=3, replace=False).tolist() for _ in range(n_users)]
+    targets[7] = histories[7][:2]  # nothing retrievable: user 7 is not counted
+    data = EvalSet(np.arange(n_users) + 100, csr(range(n_users), histories), csr(range(n_users), targets))
+    metrics, _ = evaluate(fixed_scores(scores), data, n_items, ks=[5, 10], batch_size=16)
+    frame = user_metrics(fixed_scores(scores), data, n_items, ks=[5, 10], batch_size=16)
+    assert 107 not in set(frame["user_id"]) and frame["user_id"].nunique() == n_users - 1 == metrics["users"]
+    for (metric, k), group in frame.groupby(["metric", "k"]):
+        assert group["value"].mean() == pytest.approx(metrics[f"{metric}@{k}"], abs=1e-12)
+    one = brute_force(scores[[3]], [histories[3]], [targets[3]], [5])
+    row = frame[(frame["user_id"] == 103) & (frame["k"] == 5)].set_index("metric")["value"]
+    assert row["recall"] == pytest.approx(one["recall@5"]) and row["ndcg"] == pytest.approx(one["ndcg@5"])

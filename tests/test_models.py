@@ -108,7 +108,7 @@ def test_aligned_model_trains_with_clusters_and_needs_them():
 
 
 def test_model_names_combine_base_and_variants_in_order():
-    from rec_core.models.names import base_model, is_aligned, is_contrastive, is_known_model
+    from rec_core.models.names import base_model, is_aligned, is_contrastive, is_known_model, parse_model_name
 
     assert is_known_model("comirec_sa+align+contrast") and is_known_model("mind+contrast")
     assert not is_known_model("comirec_sa+contrast+align")  # documented order only
@@ -116,6 +116,9 @@ def test_model_names_combine_base_and_variants_in_order():
     assert base_model("comirec_sa+align+contrast") == "comirec_sa"
     assert is_aligned("comirec_sa+align+contrast") and is_contrastive("comirec_sa+align+contrast")
     assert not is_contrastive("comirec_sa+align")
+    assert is_known_model("comirec_sa+align+contrast+shuffled") and not is_known_model("popularity+contrast+shuffled")
+    assert not is_known_model("comirec_sa+shuffled") and not is_known_model("comirec_sa+shuffled+align")
+    assert parse_model_name("comirec_sa+align+shuffled").shuffled
 
 
 def test_full_model_trains_with_user_and_synthesized_clusters_and_needs_them():
@@ -199,3 +202,37 @@ def test_no_target_or_later_item_reaches_the_alignment_loss():
     assert align_term(history[shuffled], mask[shuffled], other_target) == pytest.approx(reference, abs=1e-6)
     # and a batch of one user's pairs gives that user's term once, however many pairs it has
     assert len(extra["cluster_history"]) == len(np.unique(user_rows[rows]))
+
+
+def test_an_auxiliary_loss_at_weight_zero_is_exactly_the_backbone():
+    """One random stream per purpose: the crowd draws do not move the negatives, so a variant whose
+    auxiliary weights are zero trains to the very same weights as the plain model."""
+    frame, n_items = clustered_interactions(n_users=60)
+    splits, _ = split_users(frame, seed=0)
+    data = build_protocol(frame, splits, n_items)
+    config = {**TRAIN, "epochs": 1}
+    plain = MultiInterestTraining("comirec_sa", config, data, seed=3)
+    plain.setup()
+    plain.train()
+    synthesized = [[[0, 1, 2], [50, 51]], [[3, 4], [90, 91, 92]]]
+    variant = MultiInterestTraining("comirec_sa+align+contrast", config, data, seed=3,
+                                    clusters={int(u): [[int(i)] for i in data.train.sequence(r)[-4:]]
+                                              for r, u in enumerate(data.train.user_ids)},
+                                    align={"weight": 0.0, "temperature": 0.1}, synthesized_clusters=synthesized,
+                                    contrast={"weight": 0.0, "temperature": 0.1, "users_per_batch": 2})
+    variant.setup()
+    variant.train()
+    for key, value in plain.model_.state_dict().items():
+        assert torch.equal(value, variant.model_.state_dict()[key]), key
+
+
+def test_shuffled_control_keeps_sizes_and_items_and_is_seeded():
+    from rec_core.interests.coherence import shuffled_clusters
+
+    clusters = {7: [[1, 2, 3], [4, 5], [6]], 9: [[10, 11], [12, 13]]}
+    once, again = shuffled_clusters(clusters, 5), shuffled_clusters(clusters, 5)
+    assert once == again and once != shuffled_clusters(clusters, 6)
+    for key, original in clusters.items():
+        assert [len(c) for c in once[key]] == [len(c) for c in original]
+        assert sorted(sum(once[key], [])) == sorted(sum(original, []))
+    assert shuffled_clusters({7: clusters[7]}, 5)[7] == once[7]  # per key: other users do not matter

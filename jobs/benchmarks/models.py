@@ -11,14 +11,18 @@ thread count) of Ray Train with one worker against the plain in-process torch lo
 plain -> Ray Train -> plain over `--throughput-epochs` epochs each so that drift in the machine's
 speed hits both sides alike; the ratio is Ray Train / mean of the two plain measurements.
 
-`alignment` trains ComiRec-SA with and without the semantic-cluster alignment loss on the same
-splits for several seeds and prints mean ± std of the test metrics (and of the best validation
-Recall@50, the figure to choose settings on) plus the grouping statistics (clusters per user,
-coherence against random partitions) of the chosen backend.
+`alignment` trains ComiRec-SA with and without the semantic-cluster alignment loss in several
+runs (`--seeds N`, `--vary init|split|both` says which seed the runs vary) and prints mean ± std of
+the test metrics (and of the best validation Recall@50, the figure to choose settings on), the
+paired per-user differences against the backbone with bootstrap 95% intervals, the model
+validation chooses, and the grouping statistics of the chosen backend.
 
 `ablation` does the same for the dual-level model's parts: the ComiRec-SA backbone, + alignment,
-+ contrastive (crowd level), and the full model (both), printing Recall/NDCG/HitRate@{20,50} and
-the semantic, synthesize and crowd_semantic stage statistics of every seed.
++ contrastive (crowd level), the full model (both), and the random-cluster controls of +contrast
+and of the full model (`+shuffled`: the same losses on clusters re-partitioned at random with the
+same sizes), printing Recall/NDCG/HitRate@{20,50}, the paired differences against the backbone and
+the semantic, synthesize and crowd_semantic stage statistics of every run. (Each auxiliary weight
+at zero is the backbone itself, weight for weight: tests/test_models.py checks it.)
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 from jobs.benchmarks import add_data_arguments, bench_run_id
 from jobs.evaluate import metrics_table
 from jobs.refresh import refresh
+from rec_core.eval.paired import paired_difference
 from rec_core.models.names import is_neural
 from rec_core.run.config import load_config
 from rec_core.train.ray_train import fit_with_ray_train, load_protocol
@@ -93,26 +98,37 @@ def baselines(dataset: str, config_path: str | None, overrides: list[str], epoch
 
 
 ALIGNMENT_MODELS = ["comirec_sa", "comirec_sa+align"]
-ABLATION_MODELS = ["comirec_sa", "comirec_sa+align", "comirec_sa+contrast", "comirec_sa+align+contrast"]
+ABLATION_MODELS = ["comirec_sa", "comirec_sa+align", "comirec_sa+contrast", "comirec_sa+align+contrast",
+                   "comirec_sa+contrast+shuffled", "comirec_sa+align+contrast+shuffled"]  # + random-cluster controls
 METRICS = ["recall", "ndcg", "hit_rate", "valid_recall"]
 
 
+PAIRED_METRICS = [("recall", 50), ("ndcg", 50), ("recall", 20), ("ndcg", 20)]
+SEED_KEYS = {"init": ["seed"], "split": ["split.seed"], "both": ["seed", "split.seed"]}
+
+
 def compare_models(benchmark: str, models: list[str], dataset: str, config_path: str | None,
-                   overrides: list[str], seeds: int, backend: str) -> None:
-    """`models` trained on the same splits for seeds 2026.. 2026+seeds-1; mean ± std of the test metrics."""
-    stamp = bench_run_id(f"{benchmark}-{backend}", dataset)
-    rows, stages = [], []
-    for seed in range(seeds):
-        config = load_config(config_path, [f"data.dataset={dataset}", f"seed={2026 + seed}",
-                                           f"run_id={stamp}-s{seed}",
+                   overrides: list[str], seeds: int, backend: str, vary: str = "init") -> None:
+    """`models` trained in `seeds` runs, run i setting the seeds named by `vary` to 2026 + i
+    ("init": initialisation and sampling, on one split; "split": the split, one initialisation;
+    "both"). Prints the test metrics' mean ± std over runs, then each model against the first
+    (the reference) as per-user paired differences with bootstrap 95% intervals
+    (rec_core.eval.paired), and the model that validation Recall@50 chooses."""
+    stamp = bench_run_id(f"{benchmark}-{backend}-{vary}", dataset)
+    rows, stages, per_user = [], [], []
+    for index in range(seeds):
+        seeded = [f"{key}={2026 + index}" for key in SEED_KEYS[vary]]
+        config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={stamp}-s{index}",
                                            f"models=[{','.join(models)}]", f"semantic.backend={backend}",
-                                           *overrides])
+                                           *overrides, *seeded])
         run = refresh(config)
         metrics = run.read_table("metrics")
-        rows.append(metrics[metrics["split"] == "test"].assign(seed=seed))
-        rows.append(pd.DataFrame([{"model": model, "metric": "valid_recall", "k": 50, "seed": seed,
+        rows.append(metrics[metrics["split"] == "test"].assign(seed=index))
+        rows.append(pd.DataFrame([{"model": model, "metric": "valid_recall", "k": 50, "seed": index,
                                    "value": run.manifest["stages"][f"train:{model}"]["best_valid_recall@50"]}
                                   for model in config["models"]]))
+        users = run.read_table("user_metrics")
+        per_user.append(users[users["split"] == "test"].assign(run=index))
         stages.append({stage: {k: info.get(k) for k in ("users", "clusters_per_user", "coherence", "solutions",
                                                         "cliques", "objective_over_greedy", "seconds") if k in info}
                        for stage, info in run.manifest["stages"].items()
@@ -123,18 +139,40 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
     summary["model"] = pd.Categorical(summary["model"], models)
     summary["metric"] = pd.Categorical(summary["metric"], METRICS)
     summary = summary.sort_values(["model", "metric", "k"])
-    print(f"\n== {benchmark} on {dataset}, backend {backend}, {seeds} seeds (test split, mean ± std; "
-          "valid_recall@50: the best validation score, what model selection saw)")
+    per_user = pd.concat(per_user, ignore_index=True)
+    test_users = per_user.groupby("run")["user_id"].nunique().tolist()
+    print(f"\n== {benchmark} on {dataset}, backend {backend}, {seeds} runs varying {vary} "
+          f"({', '.join(SEED_KEYS[vary])} = 2026..{2025 + seeds}); test users per run {test_users}")
+    print("test split, mean ± std over runs; valid_recall@50: the best validation score, what model selection saw")
     wide = summary.assign(cell=[f"{m:.4f} ± {s:.4f}" for m, s in zip(summary["mean"], summary["std"])])
     wide = wide.pivot(index="model", columns=["metric", "k"], values="cell")
     wide.columns = [f"{metric}@{k}" for metric, k in wide.columns]
     print(wide.to_string())
+    reference = models[0]
+    print(f"\npaired against {reference} (per-user differences, each user averaged over its runs; "
+          "bootstrap 95% CI):")
+    paired = []
+    for model in models[1:]:
+        for metric, k in PAIRED_METRICS:
+            difference = paired_difference(per_user[per_user["model"] == model],
+                                           per_user[per_user["model"] == reference], metric, k)
+            paired.append({"model": model, "against": reference, **difference.as_dict()})
+            print(f"  {model:28s} {difference.metric:10s} {difference.difference:+.4f} "
+                  f"[{difference.low:+.4f}, {difference.high:+.4f}] ({difference.relative:+.1%}; "
+                  f"{difference.users} users, {difference.runs} runs)")
+    valid = summary[summary["metric"] == "valid_recall"].set_index("model")["mean"]
+    chosen = str(valid.idxmax())
+    print(f"chosen on validation (mean best valid Recall@50): {chosen}")
     for seed, info in enumerate(stages):
-        print(f"seed {seed}: {json.dumps(info)}")
+        print(f"run {seed}: {json.dumps(info)}")
+    common = {"benchmark": benchmark, "dataset": dataset, "backend": backend, "runs": seeds, "varied": vary}
     for row in summary.itertuples():
-        print(json.dumps({"benchmark": benchmark, "dataset": dataset, "backend": backend, "seeds": seeds,
-                          "model": row.model, "metric": row.metric, "k": int(row.k),
+        print(json.dumps({**common, "model": row.model, "metric": row.metric, "k": int(row.k),
                           "mean": round(row.mean, 5), "std": round(row.std, 5)}))
+    for entry in paired:
+        print(json.dumps({**common, "paired": {key: round(value, 5) if isinstance(value, float) else value
+                                               for key, value in entry.items()}}))
+    print(json.dumps({**common, "chosen_on_validation": chosen}))
 
 
 def add_commands(commands) -> None:
@@ -147,7 +185,9 @@ def add_commands(commands) -> None:
                                ("ablation", ABLATION_MODELS, "backbone, +align, +contrast, full: several seeds")):
         comparison = commands.add_parser(name, help=text)
         add_data_arguments(comparison, dataset_required=True)
-        comparison.add_argument("--seeds", type=int, default=3)
+        comparison.add_argument("--seeds", type=int, default=5, help="runs (a headline table needs >= 5)")
+        comparison.add_argument("--vary", choices=sorted(SEED_KEYS), default="init",
+                                help="which seed the runs vary: init (one split), split, or both")
         comparison.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
         comparison.set_defaults(run=lambda args, name=name, models=models: compare_models(
-            name, models, args.dataset, args.config, args.overrides, args.seeds, args.backend))
+            name, models, args.dataset, args.config, args.overrides, args.seeds, args.backend, args.vary))

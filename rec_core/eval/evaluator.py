@@ -9,7 +9,8 @@ For a user with target set T (unique items) and the top-K list R (history items 
 and each metric is the mean over users. Positions are 0-based ranks in R (not a set order, and
 NDCG is normalised by the ideal DCG, not by the number of hits: the two bugs of the papers' code).
 A target that is also in the history cannot be retrieved and is left out of T; a user left with
-no target is not counted (the `users` figure says how many were).
+no target is not counted (the `users` figure says how many were). Equal scores rank the lower
+item id first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from rec_core.data.splits import EvalSet, Sequences
@@ -44,17 +46,10 @@ def _csr_rows(sequences: Sequences, rows: np.ndarray) -> tuple[torch.Tensor, tor
     return torch.as_tensor(batch_index, dtype=torch.long), torch.as_tensor(np.asarray(flat), dtype=torch.long)
 
 
-def evaluate(score_fn: ScoreFn, data: EvalSet, num_items: int, ks=(10, 20, 50),
-             batch_size: int = 1024, keep_top: int = 0) -> tuple[dict[str, float], Ranking | None]:
-    """Mean Recall/NDCG/HitRate@k over the users of `data`; optionally the top-`keep_top` lists."""
-    ks = sorted(ks)
-    depth = max(ks + [keep_top])
-    if depth > num_items:
-        raise ValueError(f"cutoff {depth} exceeds the number of items {num_items}")
-    discounts = 1.0 / torch.log2(torch.arange(depth, dtype=torch.float64) + 2.0)
-    ideal = torch.cumsum(discounts, 0)
-    sums = {f"{name}@{k}": 0.0 for k in ks for name in ("recall", "ndcg", "hit_rate")}
-    kept_items, kept_scores = [], []
+def _ranked_batches(score_fn: ScoreFn, data: EvalSet, num_items: int, depth: int, batch_size: int):
+    """Per batch of users: (rows, top-`depth` items and scores, target mask, number of retrievable
+    targets). History items are excluded; equal scores rank the lower item id first (a stable sort),
+    so a ranking never depends on the order torch.topk happens to return ties in."""
     n_users = len(data.user_ids)
     with torch.no_grad():
         for start in range(0, n_users, batch_size):
@@ -65,28 +60,54 @@ def evaluate(score_fn: ScoreFn, data: EvalSet, num_items: int, ks=(10, 20, 50),
                                  f"expected {(len(rows), num_items)}")
             hist_rows, hist_items = _csr_rows(data.histories, rows)
             scores[hist_rows, hist_items] = float("-inf")
-            top_scores, top_items = torch.topk(scores, depth, dim=1)
+            top_scores, top_items = torch.sort(scores, dim=1, descending=True, stable=True)
+            top_scores, top_items = top_scores[:, :depth], top_items[:, :depth]
             target_rows, target_items = _csr_rows(data.targets, rows)
             is_target = torch.zeros(len(rows), num_items, dtype=torch.bool)
             is_target[target_rows, target_items] = True
             is_target[hist_rows, hist_items] = False  # a re-consumed history item cannot be retrieved
-            n_targets = is_target.sum(1).to(torch.float64)
-            valid = n_targets > 0
-            hits = is_target.gather(1, top_items).to(torch.float64)
-            for k in ks:
-                hit_k = hits[:, :k]
-                n_hit = hit_k.sum(1)
-                dcg = (hit_k * discounts[:k]).sum(1)
-                idcg = ideal[(torch.clamp(n_targets, 1, k) - 1).long()]
-                sums[f"recall@{k}"] += float((n_hit[valid] / n_targets[valid]).sum())
-                sums[f"ndcg@{k}"] += float((dcg[valid] / idcg[valid]).sum())
-                sums[f"hit_rate@{k}"] += float((n_hit[valid] > 0).sum())
-            sums.setdefault("_users", 0.0)
-            sums["_users"] += float(valid.sum())
-            if keep_top:
-                kept_items.append(top_items[:, :keep_top].numpy())
-                kept_scores.append(top_scores[:, :keep_top].numpy())
-    evaluated = sums.pop("_users", 0.0)
+            yield rows, top_items, top_scores, is_target, is_target.sum(1).to(torch.float64)
+
+
+def _user_values(top_items, is_target, n_targets, ks, discounts, ideal) -> dict[str, torch.Tensor]:
+    """Recall / NDCG / HitRate@k per user of one batch (float64 tensors)."""
+    hits = is_target.gather(1, top_items).to(torch.float64)
+    values = {}
+    for k in ks:
+        hit_k = hits[:, :k]
+        n_hit = hit_k.sum(1)
+        idcg = ideal[(torch.clamp(n_targets, 1, k) - 1).long()]
+        values[f"recall@{k}"] = n_hit / n_targets.clamp(min=1)
+        values[f"ndcg@{k}"] = (hit_k * discounts[:k]).sum(1) / idcg
+        values[f"hit_rate@{k}"] = (n_hit > 0).to(torch.float64)
+    return values
+
+
+def _prepare(ks, keep_top: int, num_items: int):
+    ks = sorted(ks)
+    depth = max(ks + [keep_top])
+    if depth > num_items:
+        raise ValueError(f"cutoff {depth} exceeds the number of items {num_items}")
+    discounts = 1.0 / torch.log2(torch.arange(depth, dtype=torch.float64) + 2.0)
+    return ks, depth, discounts, torch.cumsum(discounts, 0)
+
+
+def evaluate(score_fn: ScoreFn, data: EvalSet, num_items: int, ks=(10, 20, 50),
+             batch_size: int = 1024, keep_top: int = 0) -> tuple[dict[str, float], Ranking | None]:
+    """Mean Recall/NDCG/HitRate@k over the users of `data`; optionally the top-`keep_top` lists."""
+    ks, depth, discounts, ideal = _prepare(ks, keep_top, num_items)
+    sums = {f"{name}@{k}": 0.0 for k in ks for name in ("recall", "ndcg", "hit_rate")}
+    evaluated = 0.0
+    kept_items, kept_scores = [], []
+    for rows, top_items, top_scores, is_target, n_targets in _ranked_batches(score_fn, data, num_items, depth,
+                                                                             batch_size):
+        valid = n_targets > 0
+        for name, values in _user_values(top_items, is_target, n_targets, ks, discounts, ideal).items():
+            sums[name] += float(values[valid].sum())
+        evaluated += float(valid.sum())
+        if keep_top:
+            kept_items.append(top_items[:, :keep_top].numpy())
+            kept_scores.append(top_scores[:, :keep_top].numpy())
     if evaluated == 0:
         raise ValueError("no user with a retrievable target to evaluate")
     metrics = {name: value / evaluated for name, value in sums.items()}
@@ -95,3 +116,20 @@ def evaluate(score_fn: ScoreFn, data: EvalSet, num_items: int, ks=(10, 20, 50),
     if keep_top:
         ranking = Ranking(data.user_ids, np.concatenate(kept_items), np.concatenate(kept_scores))
     return metrics, ranking
+
+
+def user_metrics(score_fn: ScoreFn, data: EvalSet, num_items: int, ks=(10, 20, 50),
+                 batch_size: int = 1024) -> pd.DataFrame:
+    """The same figures per user: columns user_id, metric, k, value (users with a retrievable target
+    only). Their means are `evaluate`'s metrics; paired comparisons (rec_core.eval.paired) use them."""
+    ks, depth, discounts, ideal = _prepare(ks, 0, num_items)
+    parts = []
+    for rows, top_items, _, is_target, n_targets in _ranked_batches(score_fn, data, num_items, depth, batch_size):
+        valid = (n_targets > 0).numpy()
+        for name, values in _user_values(top_items, is_target, n_targets, ks, discounts, ideal).items():
+            metric, k = name.split("@")
+            parts.append(pd.DataFrame({"user_id": data.user_ids[rows][valid], "metric": metric, "k": int(k),
+                                       "value": values.numpy()[valid]}))
+    if not parts or not sum(len(part) for part in parts):
+        raise ValueError("no user with a retrievable target to evaluate")
+    return pd.concat(parts, ignore_index=True)

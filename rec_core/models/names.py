@@ -3,7 +3,9 @@
 `popularity`, `mind`, `comirec_dr`, `comirec_sa` are the base models; a neural base may carry the
 dual-level variants, in this order: `+align` trains with the alignment of the user's semantic
 clusters to its interests, `+contrast` with the contrastive loss on the synthesized users'
-clusters (`comirec_sa+align+contrast` is the full dual-level model).
+clusters (`comirec_sa+align+contrast` is the full dual-level model). `+shuffled`, last, is the
+random-cluster control of the losses before it: the same losses on clusters whose items are
+re-partitioned at random with the same sizes (rec_core.interests.coherence.shuffled_clusters).
 
 It lives in `rec_core.models` because a name says which model is built, and it imports nothing (no
 torch), so config validation (`rec_core.run.config`), the training recipe, Ray Train and the
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 
 BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa")
 NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa")
-VARIANTS = ("align", "contrast")  # the allowed suffixes, in their only allowed order
+VARIANTS = ("align", "contrast", "shuffled")  # the allowed suffixes, in their only allowed order
+AUXILIARY = ("align", "contrast")  # the variants that add a loss on clusters
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,10 @@ class ModelName:
     @property
     def contrastive(self) -> bool:
         return "contrast" in self.variants
+
+    @property
+    def shuffled(self) -> bool:
+        return "shuffled" in self.variants
 
     @property
     def neural(self) -> bool:
@@ -51,6 +58,8 @@ def parse_model_name(name: str) -> ModelName:
     if variants != in_order:
         raise ValueError(f"model {name!r}: the suffixes are +{' and +'.join(VARIANTS)}, each at most once, "
                          "in that order")
+    if "shuffled" in variants and not any(v in AUXILIARY for v in variants):
+        raise ValueError(f"model {name!r}: +shuffled is the control of +align / +contrast and needs one of them")
     return ModelName(base, tuple(variants))
 
 

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import torch
 
 from rec_core.data.splits import build_protocol
-from rec_core.models.names import is_aligned, is_contrastive
+from rec_core.interests.coherence import shuffled_clusters
+from rec_core.models.names import parse_model_name
 from rec_core.train.recipe import MultiInterestTraining
 
 log = logging.getLogger(__name__)
@@ -59,15 +60,19 @@ def _train_loop_per_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     data = load_protocol(loop_config["run_root"], loop_config["history_fraction"])
-    aligned, contrastive = is_aligned(loop_config["model"]), is_contrastive(loop_config["model"])
-    synthesized = (list(load_clusters(loop_config["run_root"], "synthesized_semantic_clusters", "synth_id").values())
-                   if contrastive else None)
+    spec = parse_model_name(loop_config["model"])
+    clusters = load_clusters(loop_config["run_root"]) if spec.aligned else None
+    synthesized = (load_clusters(loop_config["run_root"], "synthesized_semantic_clusters", "synth_id")
+                   if spec.contrastive else None)
+    if spec.shuffled:  # the random-cluster control: same sizes, semantic content removed
+        clusters = shuffled_clusters(clusters, loop_config["seed"]) if clusters is not None else None
+        synthesized = shuffled_clusters(synthesized, loop_config["seed"]) if synthesized is not None else None
+    synthesized = list(synthesized.values()) if synthesized is not None else None
     recipe = MultiInterestTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
-                                   rank=rank, world_size=world,
-                                   clusters=load_clusters(loop_config["run_root"]) if aligned else None,
-                                   align=loop_config["align"] if aligned else None,
+                                   rank=rank, world_size=world, clusters=clusters,
+                                   align=loop_config["align"] if spec.aligned else None,
                                    synthesized_clusters=synthesized,
-                                   contrast=loop_config["contrast"] if contrastive else None)
+                                   contrast=loop_config["contrast"] if spec.contrastive else None)
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:

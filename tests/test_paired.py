@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from rec_core.eval.paired import bootstrap_interval, paired_difference
+
+
+def frame(values, users=None, metric="recall", k=50, run=0):
+    users = np.arange(len(values)) if users is None else users
+    return pd.DataFrame({"user_id": users, "metric": metric, "k": k, "value": values, "run": run})
+
+
+def test_paired_interval_finds_a_small_shift_under_large_user_variance():
+    rng = np.random.default_rng(0)
+    difficulty = rng.uniform(0, 1, 300)  # users differ a lot ...
+    b = difficulty
+    a = difficulty + 0.02 + rng.normal(0, 0.01, 300)  # ... and a is consistently a bit better
+    diff = paired_difference(frame(a), frame(b), "recall", 50)
+    assert diff.users == 300 and diff.runs == 1
+    assert 0 < diff.low < 0.02 < diff.high
+    assert diff.difference == pytest.approx(np.mean(a - b))
+    assert diff.relative == pytest.approx(diff.difference / np.mean(b))
+    # the unpaired spread of the means is far larger than the shift: pairing is what shows it
+    assert np.std(difficulty) / np.sqrt(300) > diff.high - diff.low
+
+
+def test_no_difference_gives_an_interval_around_zero():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 1, 500)
+    diff = paired_difference(frame(base + rng.normal(0, 0.05, 500)), frame(base + rng.normal(0, 0.05, 500)),
+                             "recall", 50)
+    assert diff.low < 0 < diff.high
+
+
+def test_runs_are_averaged_per_user_and_only_shared_users_count():
+    a = pd.concat([frame([0.5, 0.7, 0.9], run=0), frame([0.7, 0.9, 0.9], run=1)])
+    b = frame([0.4, 0.6], users=[1, 2])
+    diff = paired_difference(a, b, "recall", 50)
+    assert diff.users == 2 and diff.runs == 2
+    assert diff.mean_a == pytest.approx((0.8 + 0.9) / 2) and diff.mean_b == pytest.approx(0.5)
+    assert diff.difference == pytest.approx(((0.8 - 0.4) + (0.9 - 0.6)) / 2)
+
+
+def test_other_metrics_and_cutoffs_are_not_mixed_in():
+    a = pd.concat([frame([0.5, 0.5]), frame([9.0, 9.0], metric="ndcg"), frame([9.0, 9.0], k=20)])
+    b = frame([0.25, 0.25])
+    assert paired_difference(a, b, "recall", 50).difference == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="no user has hit_rate@50"):
+        paired_difference(a, b, "hit_rate", 50)
+
+
+def test_bootstrap_is_seeded_and_needs_two_users():
+    values = np.random.default_rng(2).normal(size=50)
+    assert bootstrap_interval(values, seed=3) == bootstrap_interval(values, seed=3)
+    with pytest.raises(ValueError, match="at least 2 users"):
+        bootstrap_interval(np.array([0.1]))
