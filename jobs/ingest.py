@@ -8,11 +8,25 @@ from __future__ import annotations
 import logging
 
 from rec_core.data.datasets import load_dataset
-from rec_core.data.splits import split_sessions, split_users
+from rec_core.data.splits import history_cut, split_sessions, split_users
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 
 log = logging.getLogger(__name__)
+
+
+def timestamp_ties(interactions, user_splits, history_fraction: float) -> dict:
+    """How much the data's timestamps tie, and for how many valid/test users the history cut was
+    moved off a tie (rec_core.data.splits), so the manifest says what the protocol did."""
+    tied = interactions.duplicated(["user_id", "ts"], keep=False)
+    evaluated = set(user_splits.loc[user_splits["split"] != "train", "user_id"])
+    moved = 0
+    for user, times in interactions.groupby("user_id", sort=False)["ts"]:
+        if user in evaluated:
+            times = times.to_numpy()
+            moved += history_cut(len(times), history_fraction, times) != history_cut(len(times), history_fraction)
+    return {"interactions_sharing_a_timestamp": int(tied.sum()), "share": round(float(tied.mean()), 4),
+            "eval_users_cut_moved_off_a_tie": int(moved), "eval_users": len(evaluated)}
 
 
 def ingest(run: Run) -> None:
@@ -34,6 +48,7 @@ def ingest(run: Run) -> None:
             rows[f"users_{name}"] = int((user_splits["split"] == name).sum())
         info["rows"] = rows
         info["skips"] = {**tables.skips, **split_skips}
+        info["timestamps"] = timestamp_ties(tables.interactions, user_splits, split["history_fraction"])
         log.info("ingest: %s; skipped: %s", rows, info["skips"])
 
 

@@ -148,3 +148,21 @@ def test_builtin_datasets_load(data_dir, name, items, interactions):
     assert tables.interactions["item_id"].between(0, items - 1).all()
     assert (tables.items["item_id"].to_numpy() == np.arange(items)).all()
     assert tables.items["text"].str.len().gt(0).all()
+
+
+def test_k_core_on_sessions_drops_whole_sessions():
+    from rec_core.data.datasets import Tables
+    import pandas as pd
+
+    # sessions 0-2 use items 0 and 1 (3 times each); session 3 = [0, 1, 9]: item 9 is rare. A
+    # per-interaction filter would trim session 3 to [0, 1] and so change its target from 9 to 1.
+    inter = pd.DataFrame({"user_id": [0, 0, 1, 1, 2, 2, 3, 3, 3], "item_id": [0, 1, 0, 1, 0, 1, 0, 1, 9],
+                          "ts": [0, 1, 0, 1, 0, 1, 0, 1, 2]})
+    items = pd.DataFrame({"item_id": [0, 1, 9], "source_id": ["x", "y", "z"], "title": "", "text": "",
+                          "labels": [[]] * 3})
+    users = pd.DataFrame({"user_id": [0, 1, 2, 3], "source_id": ["s0", "s1", "s2", "s3"]})
+    sessions = pd.DataFrame({"session_id": inter["user_id"], "pos": inter["ts"], "item_id": inter["item_id"]})
+    out = apply_k_core(Tables(items, users, inter, sessions), 2)
+    assert out.users["source_id"].tolist() == ["s0", "s1", "s2"]
+    assert out.sessions.groupby("session_id").size().tolist() == [2, 2, 2]
+    assert out.skips["k_core_dropped_sessions"] == 1 and out.skips["k_core_dropped_interactions"] == 3

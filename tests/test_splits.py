@@ -53,3 +53,33 @@ def test_session_split_target_is_last_and_prefix_truncated():
     assert list(row["prefix"]) == list(range(402, 412))
     assert table["split"].value_counts().to_dict() == {"train": 12, "valid": 4, "test": 4}
     assert split_sessions(sessions, seed=3)["split"].equals(table["split"])
+
+
+def test_history_cut_never_falls_inside_equal_timestamps():
+    from rec_core.data.splits import history_cut
+
+    assert history_cut(10, 0.8) == 8
+    assert history_cut(10, 0.8, np.arange(10)) == 8  # distinct times: the plain cut
+    times = np.array([1, 2, 3, 4, 5, 6, 7, 7, 7, 8])  # position 8 sits in the tie 6..8
+    assert history_cut(10, 0.8, times) == 6  # back to the start of the tie: history strictly earlier
+    times = np.array([5, 5, 5, 5, 5, 5, 5, 5, 5, 9])  # the tie starts the sequence: forward to its end
+    assert history_cut(10, 0.8, times) == 9
+    assert history_cut(10, 0.8, np.full(10, 3)) == 8  # one timestamp for all: nothing to go by
+
+
+def test_eval_histories_precede_their_targets_in_time():
+    from rec_core.data.splits import build_protocol
+
+    rng = np.random.default_rng(0)
+    rows = [(u, int(i), int(t)) for u in range(60) for i, t in zip(rng.choice(200, 12, replace=False),
+                                                                   np.sort(rng.integers(0, 5, 12)))]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "ts"])
+    splits, _ = split_users(frame, seed=1)
+    data = build_protocol(frame, splits, 200)
+    when = {(u, i): t for u, i, t in rows}
+    for eval_set in (data.valid, data.test):
+        for row, user in enumerate(eval_set.user_ids):
+            history = [when[(user, i)] for i in eval_set.histories.sequence(row)]
+            targets = [when[(user, i)] for i in eval_set.targets.sequence(row)]
+            if len(set(history + targets)) > 1:
+                assert max(history) < min(targets), user

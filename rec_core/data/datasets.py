@@ -391,18 +391,25 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, path: str
 def apply_k_core(tables: Tables, k: int) -> Tables:
     """Iteratively drop users and items with fewer than k interactions, then re-densify ids.
 
-    Items without interactions are dropped too. For session data, whole sessions are filtered."""
+    Items without interactions are dropped too. For session data (a session is a "user" here),
+    whole sessions are filtered, never items cut out of them (which would change a session's target
+    and prefix): a session goes when it is shorter than k or holds an item with fewer than k
+    occurrences, until none does."""
     frame = tables.interactions
     while True:
         user_counts = frame["user_id"].map(frame["user_id"].value_counts())
         item_counts = frame["item_id"].map(frame["item_id"].value_counts())
         keep = (user_counts >= k) & (item_counts >= k)
+        if tables.sessions is not None:  # a session with any rare item goes whole
+            keep = frame["user_id"].map(keep.groupby(frame["user_id"]).all())
         if keep.all():
             break
         frame = frame[keep]
     dropped = len(tables.interactions) - len(frame)
     skips = dict(tables.skips)
     skips["k_core_dropped_interactions"] = dropped
+    if tables.sessions is not None:
+        skips["k_core_dropped_sessions"] = tables.interactions["user_id"].nunique() - frame["user_id"].nunique()
     log.info("k-core(%d) dropped %d of %d interactions", k, dropped, len(tables.interactions))
     item_ids = np.sort(frame["item_id"].unique())
     user_ids = np.sort(frame["user_id"].unique())

@@ -5,6 +5,13 @@ users contribute their whole sequence; a valid/test user's chronological sequenc
 history (first 80%) and targets (the rest). Users with fewer than 2 interactions cannot be cut and
 are skipped (counted).
 
+Equal timestamps: interactions with the same timestamp have no order (ML-100K: three in four
+interactions share their user's timestamp with another), so the cut never falls inside a group of
+equal timestamps: it moves back to the group's start, so that every history item is strictly
+earlier than every target; if that empties the history it moves forward to the group's end, and
+if that leaves no target (one timestamp for the whole sequence) the plain 80% cut stays. Within a
+tie, the loaders keep file order (a stable sort), which only the training sequences see.
+
 ALKDRec protocol (session-based): sessions are split 6:2:2 at random; the last item is the target
 and the prefix is truncated to its last `max_prefix` items.
 """
@@ -54,6 +61,7 @@ class Sequences:
     user_ids: np.ndarray  # [U]
     offsets: np.ndarray  # [U + 1]
     items: np.ndarray  # [total]
+    times: np.ndarray | None = None  # [total] timestamps (or order indices) of the items, when known
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -67,7 +75,8 @@ def sequences_for(interactions: pd.DataFrame, user_ids: np.ndarray) -> Sequences
     frame = interactions[interactions["user_id"].isin(user_ids)]
     users, counts = np.unique(frame["user_id"].to_numpy(), return_counts=True)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return Sequences(users.astype(np.int64), offsets, frame["item_id"].to_numpy(np.int64))
+    times = frame["ts"].to_numpy(np.int64) if "ts" in frame else None
+    return Sequences(users.astype(np.int64), offsets, frame["item_id"].to_numpy(np.int64), times)
 
 
 @dataclass
@@ -79,12 +88,27 @@ class EvalSet:
     targets: Sequences
 
 
+def history_cut(length: int, history_fraction: float, times: np.ndarray | None = None) -> int:
+    """Items before the returned index are history: int(n * fraction), at least 1, at most n - 1,
+    moved off a group of equal timestamps as the module docstring says."""
+    cut = min(max(int(length * history_fraction), 1), length - 1)
+    if times is None or times[cut - 1] != times[cut]:
+        return cut
+    tied = times == times[cut]
+    start, end = int(np.argmax(tied)), length - int(np.argmax(tied[::-1]))
+    if start > 0:
+        return start
+    return end if end < length else cut
+
+
 def cut_history(sequences: Sequences, history_fraction: float = 0.8) -> EvalSet:
-    """First int(n * fraction) items (at least 1, at most n - 1) are history, the rest targets."""
+    """Per user, the items before `history_cut` are history, the rest targets."""
     hist_items, hist_counts, target_items, target_counts = [], [], [], []
     for index in range(len(sequences)):
         sequence = sequences.sequence(index)
-        cut = min(max(int(len(sequence) * history_fraction), 1), len(sequence) - 1)
+        times = (sequences.times[sequences.offsets[index]: sequences.offsets[index + 1]]
+                 if sequences.times is not None else None)
+        cut = history_cut(len(sequence), history_fraction, times)
         hist_items.append(sequence[:cut])
         target_items.append(sequence[cut:])
         hist_counts.append(cut)
