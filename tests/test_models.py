@@ -23,7 +23,7 @@ def test_shapes_and_padding_is_ignored(name):
     assert history.tolist()[0] == [30, 30, 30, 3, 4, 5] and mask[0].tolist() == [0, 0, 0, 1, 1, 1]
     torch.manual_seed(1)
     interests = model.interests(history, mask)
-    assert interests.shape == (2, 3, 16)
+    assert interests.shape == (2, 1 if name == "sasrec" else 3, 16)  # SASRec: one interest
     altered = history.clone()
     altered[0, :3] = 11  # a real item id in masked positions must change nothing
     torch.manual_seed(1)
@@ -236,3 +236,37 @@ def test_shuffled_control_keeps_sizes_and_items_and_is_seeded():
         assert [len(c) for c in once[key]] == [len(c) for c in original]
         assert sorted(sum(once[key], [])) == sorted(sum(original, []))
     assert shuffled_clusters({7: clusters[7]}, 5)[7] == once[7]  # per key: other users do not matter
+
+
+def test_remi_hard_negatives_and_routing_regularisation():
+    from rec_core.models.multi_interest import REMI
+
+    model = REMI(num_items=30, dim=8, num_interests=3, max_history=5, hard_negative_beta=0.0)
+    logits = torch.tensor([[1.0, 2.0, float("-inf"), 0.5]])
+    assert torch.allclose(model.weight_negatives(logits), logits)  # beta 0: plain sampled softmax
+    model.hard_negative_beta = 2.0
+    weighted = model.weight_negatives(logits)
+    assert torch.isinf(weighted[0, 2])  # a masked accidental hit stays masked
+    # the weights sum to the number of negatives and favour the hardest (highest-scoring) ones
+    weights = torch.exp(weighted - logits)[0, [0, 1, 3]]
+    assert weights.sum().item() == pytest.approx(3.0) and weights.argmax().item() == 1
+    uniform = torch.full((2, 3, 5), 0.2)
+    assert model.routing_loss(uniform).item() == pytest.approx(0.0)
+    collapsed = torch.zeros(2, 3, 5)
+    collapsed[:, :, 0] = 1.0
+    assert model.routing_loss(collapsed).item() > 0
+
+
+def test_sasrec_is_one_causal_interest_blind_to_padding():
+    from rec_core.models.multi_interest import SASRec
+
+    torch.manual_seed(0)
+    model = SASRec(num_items=30, dim=8, max_history=6, blocks=2, heads=2, dropout=0.0).eval()
+    history = torch.tensor([[30, 30, 3, 4, 5, 6], [30, 30, 30, 30, 30, 7]])
+    mask = (history != 30).float()
+    interests = model.interests(history, mask)
+    assert interests.shape == (2, 1, 8) and torch.isfinite(interests).all()
+    longer = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    assert not torch.allclose(model.interests(longer, torch.ones(1, 6)), interests[:1])  # sees the items
+    model.item_embedding.weight.data[30] = 5.0  # whatever the padding row holds, it is never attended
+    assert torch.allclose(model.interests(history, mask), interests, atol=1e-6)

@@ -5,7 +5,7 @@
     python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 3
 
 `baselines` runs the refresh job (ingest, Ray Train training with model selection on validation,
-test evaluation) for Popularity, MIND, ComiRec-DR and ComiRec-SA. Then, per neural model, it
+test evaluation) for Popularity, MIND, ComiRec-DR, ComiRec-SA, REMI and SASRec. Then, per neural model, it
 measures training throughput (samples/s, timed inside the epoch loop, same recipe, model, data and
 thread count) of Ray Train with one worker against the plain in-process torch loop, interleaved
 plain -> Ray Train -> plain over `--throughput-epochs` epochs each so that drift in the machine's
@@ -44,7 +44,7 @@ from rec_core.train.recipe import MultiInterestTraining
 from rec_core.train.scoring import MODEL_FILE
 
 
-BASELINE_MODELS = ["popularity", "mind", "comirec_dr", "comirec_sa"]
+BASELINE_MODELS = ["popularity", "mind", "comirec_dr", "comirec_sa", "remi", "sasrec"]
 
 
 def plain_loop_throughput(model: str, config: dict, data, epochs: int) -> float:
@@ -176,7 +176,7 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
 
 
 def add_commands(commands) -> None:
-    base = commands.add_parser("baselines", help="the four baselines: quality, train time, Ray Train vs plain loop")
+    base = commands.add_parser("baselines", help="the baselines (classic, REMI, SASRec): quality, train time, Ray Train vs plain loop")
     add_data_arguments(base, dataset_required=True)
     base.add_argument("--throughput-epochs", type=int, default=2,
                       help="epochs timed for each of plain, Ray Train, plain")

@@ -1,4 +1,4 @@
-"""Multi-interest retrieval models: Popularity, MIND, ComiRec-DR, ComiRec-SA.
+"""Retrieval models: Popularity, MIND, ComiRec-DR, ComiRec-SA, REMI, SASRec.
 
 All neural models share one interface: `interests(history, mask) -> [B, K, d]` from a right-aligned
 history (most recent item last, padding id = num_items), item embeddings shared between input and
@@ -16,6 +16,18 @@ softmax (sampled softmax; negatives equal to the target are masked, "remove acci
   routing logits initialised at zero, no ReLU layer.
 - ComiRec-SA: additive self-attention with K heads over the (position-aware) history,
   A = softmax(W2 tanh(W1 H)), interests = A H.
+- REMI (Xie et al., RecSys 2023, "Rethinking Multi-Interest Learning for Candidate Matching"):
+  ComiRec-SA trained with its two additions. Interest-aware hard negatives (IHN): the sampled
+  negatives are importance-weighted towards the ideal distribution q(j) ~ exp(beta * s(u, j)) (a
+  Monte-Carlo estimate from the uniform samples, weights detached; beta = 0 is plain sampled
+  softmax). Routing regularisation (RR): with A the [K, L] routing (attention) matrix of a user,
+  C = (A - mean_L A)(A - mean_L A)^T / d, and the loss adds weight * ||diag C||^2 against routing
+  collapse (all of an interest's weight on one item). Their code sums RR over the batch; here it is
+  averaged, so `train.routing_regularization` does not depend on the batch size.
+- SASRec (Kang & McAuley 2018) as public re-evaluations train it best: causal self-attention
+  blocks (`train.transformer_blocks`, `train.attention_heads`, `train.dropout`) with learned
+  positions; the output at the most recent position is the user's one interest (K = 1 whatever
+  `train.num_interests` says), trained with the same many-negative sampled softmax.
 """
 
 from __future__ import annotations
@@ -62,6 +74,17 @@ class MultiInterestModel(nn.Module):
     def interests(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode(self, history: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(interests [B, K, d], routing matrix [B, K, L] or None where the model has none)."""
+        return self.interests(history, mask), None
+
+    def weight_negatives(self, logits: torch.Tensor) -> torch.Tensor:
+        """[B, S] negative logits as the loss sees them (plain sampled softmax: unchanged)."""
+        return logits
+
+    def routing_loss(self, routing: torch.Tensor | None) -> torch.Tensor | float:
+        return 0.0
+
     def item_vectors(self) -> torch.Tensor:
         return self.item_embedding.weight[: self.num_items]
 
@@ -72,15 +95,16 @@ class MultiInterestModel(nn.Module):
         clusters are given (`cluster_items` [U, J, N] with the interests computed from the same users'
         clustered items, `cluster_history` / `cluster_mask` [U, L]; rec_core.interests.alignment),
         and the weighted contrastive loss when synthesized users' clusters are."""
-        interests = self.interests(history, mask)
+        interests, routing = self.encode(history, mask)
         target_vectors = self.item_embedding(targets)  # [B, d]
         closest = torch.einsum("bkd,bd->bk", interests, target_vectors).argmax(1)
         user = interests[torch.arange(len(targets)), closest]  # [B, d]
         positive = (user * target_vectors).sum(-1, keepdim=True)
         negative = user @ self.item_embedding(negatives).T  # [B, S]
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-        logits = torch.cat([positive, negative], 1)
+        logits = torch.cat([positive, self.weight_negatives(negative)], 1)
         loss = F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
+        loss = loss + self.routing_loss(routing)
         if cluster_items is not None and align_weight > 0:
             cluster_interests = self.interests(cluster_history, cluster_mask)
             loss = loss + align_weight * alignment_loss(cluster_interests, cluster_items, self.item_embedding,
@@ -149,12 +173,62 @@ class SelfAttentiveInterests(MultiInterestModel):
         self.position = nn.Parameter(torch.randn(max_history, dim) * 0.02)
         self.attention = nn.Sequential(nn.Linear(dim, 4 * dim), nn.Tanh(), nn.Linear(4 * dim, num_interests))
 
-    def interests(self, history, mask):
+    def encode(self, history, mask):
         embedded = self.item_embedding(history)  # [B, L, d]
         scores = self.attention(embedded + self.position[-history.shape[1]:])  # [B, L, K]
         scores = scores.masked_fill(~mask.bool().unsqueeze(-1), -1e9)
         weights = torch.softmax(scores, dim=1)
-        return torch.einsum("blk,bld->bkd", weights, embedded)
+        return torch.einsum("blk,bld->bkd", weights, embedded), weights.transpose(1, 2)
+
+    def interests(self, history, mask):
+        return self.encode(history, mask)[0]
+
+
+class REMI(SelfAttentiveInterests):
+    """ComiRec-SA with REMI's interest-aware hard negatives and routing regularisation (see above)."""
+
+    def __init__(self, num_items, dim, num_interests, max_history, hard_negative_beta=1.0,
+                 routing_regularization=0.1):
+        super().__init__(num_items, dim, num_interests, max_history)
+        self.hard_negative_beta, self.routing_regularization = hard_negative_beta, routing_regularization
+
+    def weight_negatives(self, logits):
+        with torch.no_grad():  # importance weights N * softmax(beta * s) over the (unmasked) negatives
+            count = torch.isfinite(logits).sum(1, keepdim=True).clamp(min=1)
+            scaled = torch.where(torch.isfinite(logits), self.hard_negative_beta * logits, logits)  # -inf stays
+            log_weights = torch.log_softmax(scaled, dim=1) + torch.log(count.float())
+        return logits + log_weights
+
+    def routing_loss(self, routing):
+        centred = routing - routing.mean(2, keepdim=True)
+        variances = (centred ** 2).sum(2) / self.dim  # diag of C = centred centred^T / d, [B, K]
+        return self.routing_regularization * (variances ** 2).sum(1).mean()
+
+
+class SASRec(MultiInterestModel):
+    """One interest from causal self-attention over the history (see above)."""
+
+    def __init__(self, num_items, dim, max_history, blocks=1, heads=1, dropout=0.2):
+        super().__init__(num_items, dim, 1, max_history)
+        self.position = nn.Embedding(max_history, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=dim, dropout=dropout, batch_first=True,
+                                           norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+        self.heads = heads
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def interests(self, history, mask):
+        length = history.shape[1]
+        valid = mask.bool()
+        x = self.item_embedding(history) * math.sqrt(self.dim) + self.position.weight[-length:]
+        x = self.dropout(x) * mask.unsqueeze(-1)
+        # position i attends to the items at positions <= i; a padding position only to itself, so
+        # no row is fully masked (a NaN there would reach the real rows through the next block)
+        causal = torch.ones(length, length, dtype=torch.bool, device=history.device).triu(1)
+        blocked = causal | (~valid.unsqueeze(1) & ~torch.eye(length, dtype=torch.bool, device=history.device))
+        out = self.blocks(x, mask=blocked.repeat_interleave(self.heads, 0))
+        return self.norm(out[:, -1:])  # the most recent position (histories are right-aligned)
 
 
 def build_model(name: str, num_items: int, train_config: dict) -> MultiInterestModel:
@@ -169,6 +243,12 @@ def build_model(name: str, num_items: int, train_config: dict) -> MultiInterestM
                                 shared_bilinear=False, relu_layer=False)
     if name == "comirec_sa":
         return SelfAttentiveInterests(**common)
+    if name == "remi":
+        return REMI(**common, hard_negative_beta=train_config["hard_negative_beta"],
+                    routing_regularization=train_config["routing_regularization"])
+    if name == "sasrec":
+        return SASRec(num_items, train_config["embedding_dim"], train_config["max_history"],
+                      train_config["transformer_blocks"], train_config["attention_heads"], train_config["dropout"])
     raise ValueError(f"unknown neural model {name!r}; choose from {NEURAL_BASES}")
 
 

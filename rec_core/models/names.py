@@ -1,6 +1,7 @@
 """The model-name grammar, parsed in this one place: `<base>[+align][+contrast]`.
 
-`popularity`, `mind`, `comirec_dr`, `comirec_sa` are the base models; a neural base may carry the
+`popularity`, `mind`, `comirec_dr`, `comirec_sa`, `remi` (ComiRec-SA trained as REMI) and `sasrec`
+(one interest) are the base models; a neural base may carry the
 dual-level variants, in this order: `+align` trains with the alignment of the user's semantic
 clusters to its interests, `+contrast` with the contrastive loss on the synthesized users'
 clusters (`comirec_sa+align+contrast` is the full dual-level model). `+shuffled`, last, is the
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa")
-NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa")
+BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa", "remi", "sasrec")
+NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa", "remi", "sasrec")
 VARIANTS = ("align", "contrast", "shuffled")  # the allowed suffixes, in their only allowed order
 AUXILIARY = ("align", "contrast")  # the variants that add a loss on clusters
 

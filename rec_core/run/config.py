@@ -115,6 +115,12 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
     epochs: int = Field(20, ge=1, description="upper bound; early stopping usually ends sooner")
     patience: int = Field(3, ge=1, description="epochs without a better validation Recall@50 before stopping")
+    hard_negative_beta: float = Field(1.0, ge=0, description="remi: interest-aware hard negatives, q(j) ~ "
+                                                             "exp(beta * score) (0 = plain sampled softmax)")
+    routing_regularization: float = Field(0.1, ge=0, description="remi: weight of the routing regularisation")
+    transformer_blocks: int = Field(1, ge=1, description="sasrec: self-attention blocks")
+    attention_heads: int = Field(1, ge=1, description="sasrec: attention heads (must divide embedding_dim)")
+    dropout: float = Field(0.2, ge=0, lt=1, description="sasrec: dropout on embeddings and in the blocks")
     max_samples_per_epoch: int = Field(0, ge=0, description="0 = every (user, position) pair of the training users")
     eval_batch_size: int = Field(1024, ge=1, description="users scored per batch in validation")
 
