@@ -30,15 +30,25 @@ from rec_core.run.directory import Run
 log = logging.getLogger(__name__)
 
 
-def refresh(config: dict) -> Run:
+def stages_for(models: list[str]) -> list[tuple[str, object]]:
+    """The DAG, in order, for a set of models (names parsed by rec_core.models.names)."""
+    stages = [("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export)]
+    if any(is_contrastive(model) for model in models):  # these train on the crowd's clusters
+        stages[1:1] = [("synthesize", synthesize), ("crowd_semantic", crowd_semantic)]
+    if any(is_aligned(model) for model in models):
+        stages.insert(1, ("semantic", semantic))  # the aligned models train on its clusters
+    return stages
+
+
+def refresh(config: dict, stop_after: str | None = None) -> Run:
+    """Run the DAG; `stop_after="train"` ends after training (a settings sweep, which must choose
+    on validation and never read the test split)."""
     began = time.perf_counter()
     run = Run(config)
     log.info("run %s -> %s", run.run_id, run.root)
-    stages = [("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export)]
-    if any(is_contrastive(model) for model in config["models"]):  # these train on the crowd's clusters
-        stages[1:1] = [("synthesize", synthesize), ("crowd_semantic", crowd_semantic)]
-    if any(is_aligned(model) for model in config["models"]):
-        stages.insert(1, ("semantic", semantic))  # the aligned models train on its clusters
+    stages = stages_for(config["models"])
+    if stop_after is not None:
+        stages = stages[: [name for name, _ in stages].index(stop_after) + 1]
     for stage, function in stages:
         if stage != "train" and run.stage_done(stage):
             log.info("stage %s already done in this run: skipped", stage)

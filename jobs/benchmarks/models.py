@@ -2,7 +2,9 @@
 
     python -m jobs.benchmark baselines --dataset amazon-beauty [--config FILE] [key=value ...]
     python -m jobs.benchmark alignment --dataset movielens-100k --seeds 3 --backend encoder
-    python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 3
+    python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 5
+    python -m jobs.benchmark sweep --dataset amazon-beauty --config configs/amazon-beauty.yaml \
+        --model comirec_sa+contrast --grid contrast.weight=0.05,0.1,0.2 --grid contrast.temperature=0.1,0.2
 
 `baselines` runs the refresh job (ingest, Ray Train training with model selection on validation,
 test evaluation) for Popularity, MIND, ComiRec-DR, ComiRec-SA, REMI and SASRec. Then, per neural model, it
@@ -23,22 +25,28 @@ and of the full model (`+shuffled`: the same losses on clusters re-partitioned a
 same sizes), printing Recall/NDCG/HitRate@{20,50}, the paired differences against the backbone and
 the semantic, synthesize and crowd_semantic stage statistics of every run. (Each auxiliary weight
 at zero is the backbone itself, weight for weight: tests/test_models.py checks it.)
+
+`sweep` trains one model for every point of a settings grid, stopping after training (validation
+only, the test split is never read), and prints the point with the best validation Recall@50 as
+the YAML to put into configs/<dataset>.yaml.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 
 import pandas as pd
 import torch
+import yaml
 
 from jobs.benchmarks import add_data_arguments, bench_run_id
 from jobs.evaluate import metrics_table
 from jobs.refresh import refresh
 from rec_core.eval.paired import paired_difference
 from rec_core.models.names import is_neural
-from rec_core.run.config import load_config
+from rec_core.run.config import ConfigError, load_config
 from rec_core.train.ray_train import fit_with_ray_train, load_protocol
 from rec_core.train.recipe import MultiInterestTraining
 from rec_core.train.scoring import MODEL_FILE
@@ -175,6 +183,49 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
     print(json.dumps({**common, "chosen_on_validation": chosen}))
 
 
+def parse_grid(entries: list[str]) -> list[dict[str, str]]:
+    """["contrast.weight=0.05,0.1", "contrast.temperature=0.1,0.2"] -> every combination as
+    {key: value} (values kept as text; the config schema types them)."""
+    axes = []
+    for entry in entries:
+        key, _, values = entry.partition("=")
+        if not key or not values:
+            raise ConfigError(f"--grid {entry!r}: expected key=value1,value2,...")
+        axes.append([(key.strip(), value.strip()) for value in values.split(",")])
+    return [dict(point) for point in itertools.product(*axes)]
+
+
+def sweep(model: str, grid: list[str], dataset: str, config_path: str | None, overrides: list[str]) -> None:
+    """Train `model` once per grid point (ingest -> ... -> train, never evaluate: the test split is
+    not read) and choose the point with the best validation Recall@50 (ties: the first point)."""
+    points = parse_grid(grid)
+    stamp = bench_run_id(f"sweep-{model.replace('+', '-')}", dataset)
+    results = []
+    for index, point in enumerate(points):
+        config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={stamp}-p{index}",
+                                           f"models=[{model}]", *overrides,
+                                           *(f"{key}={value}" for key, value in point.items())])
+        run = refresh(config, stop_after="train")
+        stage = run.manifest["stages"][f"train:{model}"]
+        results.append({**point, "valid_recall@50": stage["best_valid_recall@50"], "epochs": stage.get("epochs"),
+                        "run": str(run.root)})
+    table = pd.DataFrame(results)
+    best = table.loc[table["valid_recall@50"].idxmax()]
+    print(f"\n== sweep of {model} on {dataset} ({len(points)} points; chosen on validation Recall@50 only)")
+    print(table.drop(columns="run").to_string(index=False))
+    chosen = {key: best[key] for key in points[0]}
+    print("\nchosen; for configs/<dataset>.yaml, with this command as its comment:")
+    nested: dict = {}
+    for key, value in chosen.items():
+        section, _, name = key.rpartition(".")
+        nested.setdefault(section, {})[name] = load_config(config_path, [f"{key}={value}"])[section][name]
+    print(yaml.safe_dump(nested, sort_keys=False).rstrip())
+    for row in results:
+        print(json.dumps({"benchmark": "sweep", "dataset": dataset, "model": model, **row}))
+    print(json.dumps({"benchmark": "sweep", "dataset": dataset, "model": model, "chosen": chosen,
+                      "valid_recall@50": float(best["valid_recall@50"])}))
+
+
 def add_commands(commands) -> None:
     base = commands.add_parser("baselines", help="the baselines (classic, REMI, SASRec): quality, train time, Ray Train vs plain loop")
     add_data_arguments(base, dataset_required=True)
@@ -191,3 +242,9 @@ def add_commands(commands) -> None:
         comparison.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
         comparison.set_defaults(run=lambda args, name=name, models=models: compare_models(
             name, models, args.dataset, args.config, args.overrides, args.seeds, args.backend, args.vary))
+    tune = commands.add_parser("sweep", help="a settings grid for one model, chosen on validation Recall@50")
+    add_data_arguments(tune, dataset_required=True)
+    tune.add_argument("--model", required=True, help="e.g. comirec_sa+contrast")
+    tune.add_argument("--grid", action="append", required=True,
+                      help="key=v1,v2,... (repeat for more axes; every combination is trained)")
+    tune.set_defaults(run=lambda args: sweep(args.model, args.grid, args.dataset, args.config, args.overrides))
