@@ -13,14 +13,16 @@ thread count) of Ray Train with one worker against the plain in-process torch lo
 plain -> Ray Train -> plain over `--throughput-epochs` epochs each so that drift in the machine's
 speed hits both sides alike; the ratio is Ray Train / mean of the two plain measurements.
 
-`alignment` trains ComiRec-SA with and without the semantic-cluster alignment loss in several
-runs (`--seeds N`, `--vary init|split|both` says which seed the runs vary) and prints mean ± std of
+`alignment` trains a backbone (`--backbone`, default ComiRec-SA) with and without the
+semantic-cluster alignment loss in several runs (`--seeds N`; `--vary init|split|both` says
+which seed the runs vary) and prints mean ± std of
 the test metrics (and of the best validation Recall@50, the figure to choose settings on), the
 paired per-user differences against the backbone with bootstrap 95% intervals, the model
 validation chooses, and the grouping statistics of the chosen backend.
 
-`ablation` does the same for the dual-level model's parts: the ComiRec-SA backbone, + alignment,
-+ contrastive (crowd level), the full model (both), and the random-cluster controls of +contrast
+`ablation` does the same for the dual-level model's parts: the backbone (`--backbone remi` runs
+them on REMI), + alignment, + contrastive (crowd level), the full model (both), and the
+random-cluster controls of +contrast
 and of the full model (`+shuffled`: the same losses on clusters re-partitioned at random with the
 same sizes), printing Recall/NDCG/HitRate@{20,50}, the paired differences against the backbone and
 the semantic, synthesize and crowd_semantic stage statistics of every run. (Each auxiliary weight
@@ -105,9 +107,9 @@ def baselines(dataset: str, config_path: str | None, overrides: list[str], epoch
                           "k": int(row.k), "value": round(row.value, 5), **figures[row.model]}))
 
 
-ALIGNMENT_MODELS = ["comirec_sa", "comirec_sa+align"]
-ABLATION_MODELS = ["comirec_sa", "comirec_sa+align", "comirec_sa+contrast", "comirec_sa+align+contrast",
-                   "comirec_sa+contrast+shuffled", "comirec_sa+align+contrast+shuffled"]  # + random-cluster controls
+ALIGNMENT_VARIANTS = ["", "+align"]
+# the backbone, each level, both, and the random-cluster controls of the crowd level and of both
+ABLATION_VARIANTS = ["", "+align", "+contrast", "+align+contrast", "+contrast+shuffled", "+align+contrast+shuffled"]
 METRICS = ["recall", "ndcg", "hit_rate", "valid_recall"]
 
 
@@ -232,16 +234,19 @@ def add_commands(commands) -> None:
     base.add_argument("--throughput-epochs", type=int, default=2,
                       help="epochs timed for each of plain, Ray Train, plain")
     base.set_defaults(run=lambda args: baselines(args.dataset, args.config, args.overrides, args.throughput_epochs))
-    for name, models, text in (("alignment", ALIGNMENT_MODELS, "ComiRec-SA with and without alignment, several seeds"),
-                               ("ablation", ABLATION_MODELS, "backbone, +align, +contrast, full: several seeds")):
+    for name, variants, text in (("alignment", ALIGNMENT_VARIANTS, "a backbone with and without alignment"),
+                                 ("ablation", ABLATION_VARIANTS, "backbone, +align, +contrast, full, controls")):
         comparison = commands.add_parser(name, help=text)
         add_data_arguments(comparison, dataset_required=True)
+        comparison.add_argument("--backbone", default="comirec_sa", choices=["mind", "comirec_dr", "comirec_sa", "remi"],
+                                help="the multi-interest model the dual-level losses run on")
         comparison.add_argument("--seeds", type=int, default=5, help="runs (a headline table needs >= 5)")
         comparison.add_argument("--vary", choices=sorted(SEED_KEYS), default="init",
                                 help="which seed the runs vary: init (one split), split, or both")
         comparison.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
-        comparison.set_defaults(run=lambda args, name=name, models=models: compare_models(
-            name, models, args.dataset, args.config, args.overrides, args.seeds, args.backend, args.vary))
+        comparison.set_defaults(run=lambda args, name=name, variants=variants: compare_models(
+            name, [args.backbone + variant for variant in variants], args.dataset, args.config, args.overrides,
+            args.seeds, args.backend, args.vary))
     tune = commands.add_parser("sweep", help="a settings grid for one model, chosen on validation Recall@50")
     add_data_arguments(tune, dataset_required=True)
     tune.add_argument("--model", required=True, help="e.g. comirec_sa+contrast")
