@@ -3,6 +3,7 @@
     python -m jobs.benchmark baselines --dataset amazon-beauty [--config FILE] [key=value ...]
     python -m jobs.benchmark alignment --dataset movielens-100k --seeds 3 --backend encoder
     python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 5
+    python -m jobs.benchmark paired runs/<run id> [runs/<other run id> ...] --against comirec_sa
     python -m jobs.benchmark sweep --dataset amazon-beauty --config configs/amazon-beauty.yaml \
         --model comirec_sa+contrast --grid contrast.weight=0.05,0.1,0.2 --grid contrast.temperature=0.1,0.2
 
@@ -28,6 +29,9 @@ same sizes), printing Recall/NDCG/HitRate@{20,50}, the paired differences agains
 the semantic, synthesize and crowd_semantic stage statistics of every run. (Each auxiliary weight
 at zero is the backbone itself, weight for weight: tests/test_models.py checks it.)
 
+`paired` reads finished runs' `user_metrics` and prints every model against one of them, paired
+per user with bootstrap 95% intervals (what `alignment` and `ablation` print at their end).
+
 `sweep` trains one model for every point of a settings grid, stopping after training (validation
 only, the test split is never read), and prints the point with the best validation Recall@50 as
 the YAML to put into configs/<dataset>.yaml.
@@ -38,6 +42,7 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -117,6 +122,42 @@ PAIRED_METRICS = [("recall", 50), ("ndcg", 50), ("recall", 20), ("ndcg", 20)]
 SEED_KEYS = {"init": ["seed"], "split": ["split.seed"], "both": ["seed", "split.seed"]}
 
 
+def print_paired(per_user: pd.DataFrame, models: list[str], reference: str) -> list[dict]:
+    """Each model against `reference` on per-user test rows (user_metrics, optionally with a run
+    column): paired differences with bootstrap 95% CIs, printed, and returned as dicts."""
+    print(f"\npaired against {reference} (per-user differences, each user averaged over its runs; "
+          "bootstrap 95% CI):")
+    paired = []
+    for model in models:
+        for metric, k in PAIRED_METRICS:
+            difference = paired_difference(per_user[per_user["model"] == model],
+                                           per_user[per_user["model"] == reference], metric, k)
+            paired.append({"model": model, "against": reference, **difference.as_dict()})
+            print(f"  {model:28s} {difference.metric:10s} {difference.difference:+.4f} "
+                  f"[{difference.low:+.4f}, {difference.high:+.4f}] ({difference.relative:+.1%}; "
+                  f"{difference.users} users, {difference.runs} runs)")
+    return paired
+
+
+def paired_report(run_dirs: list[str], against: str) -> None:
+    """The paired comparison of every model of finished runs (their test `user_metrics`) against
+    one of them; several runs of the same models are averaged per user."""
+    frames = []
+    for index, folder in enumerate(run_dirs):
+        table = Path(folder) / "user_metrics"
+        if not table.is_dir():
+            raise ConfigError(f"{table} not found: give finished run directories (the evaluate stage writes it)")
+        users = pd.read_parquet(table)
+        frames.append(users[users["split"] == "test"].assign(run=index))
+    per_user = pd.concat(frames, ignore_index=True)
+    models = [m for m in dict.fromkeys(per_user["model"]) if m != against]
+    if against not in set(per_user["model"]):
+        raise ConfigError(f"--against {against!r} is not among the runs' models {sorted(set(per_user['model']))}")
+    for entry in print_paired(per_user, models, against):
+        print(json.dumps({"benchmark": "paired", "runs": run_dirs,
+                          "paired": {k: round(v, 5) if isinstance(v, float) else v for k, v in entry.items()}}))
+
+
 def compare_models(benchmark: str, models: list[str], dataset: str, config_path: str | None,
                    overrides: list[str], seeds: int, backend: str, vary: str = "init") -> None:
     """`models` trained in `seeds` runs, run i setting the seeds named by `vary` to 2026 + i
@@ -158,18 +199,7 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
     wide = wide.pivot(index="model", columns=["metric", "k"], values="cell")
     wide.columns = [f"{metric}@{k}" for metric, k in wide.columns]
     print(wide.to_string())
-    reference = models[0]
-    print(f"\npaired against {reference} (per-user differences, each user averaged over its runs; "
-          "bootstrap 95% CI):")
-    paired = []
-    for model in models[1:]:
-        for metric, k in PAIRED_METRICS:
-            difference = paired_difference(per_user[per_user["model"] == model],
-                                           per_user[per_user["model"] == reference], metric, k)
-            paired.append({"model": model, "against": reference, **difference.as_dict()})
-            print(f"  {model:28s} {difference.metric:10s} {difference.difference:+.4f} "
-                  f"[{difference.low:+.4f}, {difference.high:+.4f}] ({difference.relative:+.1%}; "
-                  f"{difference.users} users, {difference.runs} runs)")
+    paired = print_paired(per_user, models[1:], models[0])
     valid = summary[summary["metric"] == "valid_recall"].set_index("model")["mean"]
     chosen = str(valid.idxmax())
     print(f"chosen on validation (mean best valid Recall@50): {chosen}")
@@ -247,6 +277,10 @@ def add_commands(commands) -> None:
         comparison.set_defaults(run=lambda args, name=name, variants=variants: compare_models(
             name, [args.backbone + variant for variant in variants], args.dataset, args.config, args.overrides,
             args.seeds, args.backend, args.vary))
+    pairs = commands.add_parser("paired", help="paired CIs of every model of finished runs against one of them")
+    pairs.add_argument("runs", nargs="+", help="run directories (the same models in each)")
+    pairs.add_argument("--against", required=True, help="the reference model, e.g. comirec_sa")
+    pairs.set_defaults(run=lambda args: paired_report(args.runs, args.against))
     tune = commands.add_parser("sweep", help="a settings grid for one model, chosen on validation Recall@50")
     add_data_arguments(tune, dataset_required=True)
     tune.add_argument("--model", required=True, help="e.g. comirec_sa+contrast")
