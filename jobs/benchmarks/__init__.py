@@ -13,9 +13,21 @@ from __future__ import annotations
 
 import datetime
 
+from jobs.ingest import ingest
+from rec_core.run.config import load_config
+from rec_core.run.directory import Run
+
 
 def bench_run_id(name: str, dataset: str) -> str:
     return f"bench-{name}-{dataset}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def ingested_run(dataset: str, config_path: str | None, overrides: list[str], name: str) -> Run:
+    """A fresh benchmark run (`bench_run_id`) of `dataset` with its tables ingested."""
+    run = Run(load_config(config_path, [f"data.dataset={dataset}", f"run_id={bench_run_id(name, dataset)}",
+                                        *overrides]))
+    ingest(run)
+    return run
 
 
 def add_data_arguments(parser, dataset_required: bool = False) -> None:

@@ -18,14 +18,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from jobs.benchmarks import add_data_arguments, bench_run_id
-from jobs.ingest import ingest
+from jobs.benchmarks import add_data_arguments, ingested_run
 from jobs.synthesize import crowd_instances, solver_config, training_interactions, user_cliques
 from jobs.train import init_ray
 from rec_core.crowd.max_cover import OPTIMAL, SolverConfig
 from rec_core.crowd.synthesis import item_label_sets, solve_instances
-from rec_core.run.config import load_config
-from rec_core.run.directory import Run
 
 MERGED_SIZES = (1, 2, 4, 8, 16)
 MERGED_SAMPLES = 20
@@ -49,9 +46,7 @@ def _summary(instances, solutions) -> dict:
 
 
 def max_cover(dataset: str, config_path: str | None, overrides: list[str]) -> None:
-    run = Run(load_config(config_path, [f"data.dataset={dataset}", f"run_id={bench_run_id('max-cover', dataset)}",
-                                        *overrides]))
-    ingest(run)
+    run = ingested_run(dataset, config_path, overrides, "max-cover")
     crowd = run.config["crowd"]
     interactions = training_interactions(run)
     labels = item_label_sets(run.read_table("items"))

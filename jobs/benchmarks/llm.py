@@ -38,19 +38,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.benchmarks import add_data_arguments, bench_run_id
-from jobs.ingest import ingest
+from jobs.benchmarks import add_data_arguments, ingested_run
 from jobs.semantic import cluster_requests, recent_items, select_users, semantic
-from rec_core.run.config import load_config
 from rec_core.run.directory import Run
-
-
-def _ingested_run(dataset: str, config_path: str | None, overrides: list[str], name: str) -> Run:
-    config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={bench_run_id(name, dataset)}",
-                                       *overrides])
-    run = Run(config)
-    ingest(run)
-    return run
 
 
 def _histories(run: Run) -> dict[int, list[int]]:
@@ -105,7 +95,7 @@ def throughput(dataset: str, config_path: str | None, overrides: list[str], prom
     from rec_core.llm.stage import run_prompts
     from rec_core.llm.prompt_cache import PromptCache
 
-    run = _ingested_run(dataset, config_path, overrides, "llm-throughput")
+    run = ingested_run(dataset, config_path, overrides, "llm-throughput")
     histories = dict(list(_histories(run).items())[:prompts])
     requests = cluster_requests(run.read_table("items"), histories, run.config["semantic"]["max_clusters"])
     llm_config = run.config["llm"]
@@ -146,7 +136,7 @@ def cache(dataset: str, config_path: str | None, overrides: list[str], changed: 
     from rec_core.llm.stage import cache_folder, run_prompts
     from rec_core.llm.prompt_cache import PromptCache
 
-    run = _ingested_run(dataset, config_path, overrides, "llm-cache")
+    run = ingested_run(dataset, config_path, overrides, "llm-cache")
     items, config = run.read_table("items"), run.config
     histories = _histories(run)
     prompt_cache = PromptCache(cache_folder(config))
@@ -181,7 +171,7 @@ def cache(dataset: str, config_path: str | None, overrides: list[str], changed: 
 # --------------------------------------------------------------------------------------- grouping
 
 def grouping(dataset: str, config_path: str | None, overrides: list[str], backend: str, examples: int) -> None:
-    run = _ingested_run(dataset, config_path, [f"semantic.backend={backend}", *overrides], f"grouping-{backend}")
+    run = ingested_run(dataset, config_path, [f"semantic.backend={backend}", *overrides], f"grouping-{backend}")
     table = semantic(run)
     info = run.manifest["stages"]["semantic"]
     texts = dict(zip(run.read_table("items")["item_id"], run.read_table("items")["text"]))
