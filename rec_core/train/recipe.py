@@ -58,7 +58,7 @@ def model_score_fn(model, max_history: int, num_items: int):
 
 
 class MultiInterestTraining:
-    """Trains one of MIND / ComiRec-DR / ComiRec-SA on the ComiRec protocol.
+    """Trains one of the neural models (MIND, ComiRec-DR, ComiRec-SA, REMI, SASRec) on the ComiRec protocol.
 
     A model named "<model>+align" also gets the alignment loss (rec_core.interests.alignment) on the
     semantic clusters of its training users (`clusters`: user id -> list of item-id lists), with
