@@ -133,6 +133,31 @@ def test_rerun_with_other_data_settings_is_refused(tmp_path):
             Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", changed]))
 
 
+def test_fork_shares_the_stages_before_training_only_across_training_settings(tmp_path):
+    import pandas as pd
+
+    from rec_core.run.directory import Run, fork_upstream
+
+    source = Run(load_config(None, [f"output_dir={tmp_path}", "run_id=p0", "models=[comirec_sa+contrast]"]))
+    with source.stage("ingest") as info:
+        info["rows"] = {"items": source.write_table("items", pd.DataFrame({"item_id": [0, 1]})), "users_train": 7}
+    with source.stage("train:comirec_sa+contrast") as info:
+        info["epochs"] = 3
+    source.write_table("metrics", pd.DataFrame({"value": [0.5]}))
+
+    forked = fork_upstream(source.root, load_config(None, [f"output_dir={tmp_path}", "run_id=p1",
+                                                           "models=[comirec_sa+contrast]", "contrast.weight=0.3"]))
+    assert forked.read_table("items")["item_id"].tolist() == [0, 1]
+    assert forked.stage_done("ingest") and forked.manifest["stages"]["ingest"]["forked_from"] == str(source.root)
+    assert not forked.stage_done("train:comirec_sa+contrast") and not forked.has_table("metrics")
+    assert Run(forked.config).config["contrast"]["weight"] == 0.3  # the forked run reopens under its own config
+    with pytest.raises(ConfigError, match="split settings differ"):
+        fork_upstream(source.root, load_config(None, [f"output_dir={tmp_path}", "run_id=p2", "split.seed=1"]))
+    with pytest.raises(ConfigError, match="already has stages"):
+        fork_upstream(source.root, load_config(None, [f"output_dir={tmp_path}", "run_id=p1",
+                                                      "models=[comirec_sa+contrast]", "contrast.weight=0.3"]))
+
+
 def job(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "jobs.refresh", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)

@@ -2,7 +2,8 @@
 
     python -m jobs.benchmark baselines --dataset amazon-beauty [--config FILE] [key=value ...]
     python -m jobs.benchmark alignment --dataset movielens-100k --seeds 3 --backend encoder
-    python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 5
+    python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 5 \
+        [--models comirec_sa,sasrec,comirec_sa+align+contrast] [--name beauty-ablation]
     python -m jobs.benchmark paired runs/<run id> [runs/<other run id> ...] --against comirec_sa
     python -m jobs.benchmark sweep --dataset amazon-beauty --config configs/amazon-beauty.yaml \
         --model comirec_sa+contrast --grid contrast.weight=0.05,0.1,0.2 --grid contrast.temperature=0.1,0.2
@@ -29,12 +30,17 @@ same sizes), printing Recall/NDCG/HitRate@{20,50}, the paired differences agains
 the semantic, synthesize and crowd_semantic stage statistics of every run. (Each auxiliary weight
 at zero is the backbone itself, weight for weight: tests/test_models.py checks it.)
 
+`alignment` and `ablation` take `--models` (an explicit list, the first the reference) instead of
+the backbone's variants, and `--name`: the runs are `<name>-s<i>`, so naming an earlier, interrupted
+comparison reuses its finished runs and resumes the rest.
+
 `paired` reads finished runs' `user_metrics` and prints every model against one of them, paired
 per user with bootstrap 95% intervals (what `alignment` and `ablation` print at their end).
 
 `sweep` trains one model for every point of a settings grid, stopping after training (validation
 only, the test split is never read), and prints the point with the best validation Recall@50 as
-the YAML to put into configs/<dataset>.yaml.
+the YAML to put into configs/<dataset>.yaml. A grid of training settings only (train.*, align.*,
+contrast.*) computes the stages before training once and shares them between the points.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from jobs.refresh import refresh
 from rec_core.eval.paired import paired_difference
 from rec_core.models.names import is_neural
 from rec_core.run.config import ConfigError, load_config
+from rec_core.run.directory import TRAINING_SECTIONS, fork_upstream
 from rec_core.train.ray_train import fit_with_ray_train, load_protocol
 from rec_core.train.recipe import MultiInterestTraining
 from rec_core.train.scoring import MODEL_FILE
@@ -159,20 +166,26 @@ def paired_report(run_dirs: list[str], against: str) -> None:
 
 
 def compare_models(benchmark: str, models: list[str], dataset: str, config_path: str | None,
-                   overrides: list[str], seeds: int, backend: str, vary: str = "init") -> None:
+                   overrides: list[str], seeds: int, backend: str, vary: str = "init",
+                   name: str | None = None) -> None:
     """`models` trained in `seeds` runs, run i setting the seeds named by `vary` to 2026 + i
     ("init": initialisation and sampling, on one split; "split": the split, one initialisation;
     "both"). Prints the test metrics' mean ± std over runs, then each model against the first
     (the reference) as per-user paired differences with bootstrap 95% intervals
-    (rec_core.eval.paired), and the model that validation Recall@50 chooses."""
-    stamp = bench_run_id(f"{benchmark}-{backend}-{vary}", dataset)
-    rows, stages, per_user = [], [], []
+    (rec_core.eval.paired), and the model that validation Recall@50 chooses.
+
+    Run i is `<name>-s<i>` (`name` defaults to a fresh `bench_run_id`); given the name of an earlier
+    comparison, its finished runs are reused and an interrupted one resumes, so a comparison too long
+    for one sitting continues where it stopped (each run's manifest keeps its code version)."""
+    stamp = name or bench_run_id(f"{benchmark}-{backend}-{vary}", dataset)
+    rows, stages, per_user, versions = [], [], [], []
     for index in range(seeds):
         seeded = [f"{key}={2026 + index}" for key in SEED_KEYS[vary]]
         config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={stamp}-s{index}",
                                            f"models=[{','.join(models)}]", f"semantic.backend={backend}",
                                            *overrides, *seeded])
         run = refresh(config)
+        versions.append(run.manifest["code_version"])
         metrics = run.read_table("metrics")
         rows.append(metrics[metrics["split"] == "test"].assign(seed=index))
         rows.append(pd.DataFrame([{"model": model, "metric": "valid_recall", "k": 50, "seed": index,
@@ -204,8 +217,9 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
     chosen = str(valid.idxmax())
     print(f"chosen on validation (mean best valid Recall@50): {chosen}")
     for seed, info in enumerate(stages):
-        print(f"run {seed}: {json.dumps(info)}")
-    common = {"benchmark": benchmark, "dataset": dataset, "backend": backend, "runs": seeds, "varied": vary}
+        print(f"run {seed} ({stamp}-s{seed}, code {versions[seed]}): {json.dumps(info)}")
+    common = {"benchmark": benchmark, "dataset": dataset, "backend": backend, "runs": seeds, "varied": vary,
+              "run_ids": f"{stamp}-s0..{seeds - 1}"}
     for row in summary.itertuples():
         print(json.dumps({**common, "model": row.model, "metric": row.metric, "k": int(row.k),
                           "mean": round(row.mean, 5), "std": round(row.std, 5)}))
@@ -227,17 +241,27 @@ def parse_grid(entries: list[str]) -> list[dict[str, str]]:
     return [dict(point) for point in itertools.product(*axes)]
 
 
-def sweep(model: str, grid: list[str], dataset: str, config_path: str | None, overrides: list[str]) -> None:
+def sweep(model: str, grid: list[str], dataset: str, config_path: str | None, overrides: list[str],
+          name: str | None = None) -> None:
     """Train `model` once per grid point (ingest -> ... -> train, never evaluate: the test split is
-    not read) and choose the point with the best validation Recall@50 (ties: the first point)."""
+    not read) and choose the point with the best validation Recall@50 (ties: the first point).
+
+    When every grid key is a training setting (rec_core.run.directory.TRAINING_SECTIONS: train.*,
+    align.*, contrast.*), the points share the first point's ingest, semantic and crowd tables
+    (`fork_upstream`) instead of recomputing them. Point i is run `<name>-p<i>`; an earlier sweep's
+    name resumes it."""
     points = parse_grid(grid)
-    stamp = bench_run_id(f"sweep-{model.replace('+', '-')}", dataset)
-    results = []
+    stamp = name or bench_run_id(f"sweep-{model.replace('+', '-')}", dataset)
+    shared = all(key.split(".")[0] in TRAINING_SECTIONS for key in points[0])
+    results, first = [], None
     for index, point in enumerate(points):
         config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={stamp}-p{index}",
                                            f"models=[{model}]", *overrides,
                                            *(f"{key}={value}" for key, value in point.items())])
+        if shared and first is not None and not (first.parent / config["run_id"]).exists():
+            fork_upstream(first, config)
         run = refresh(config, stop_after="train")
+        first = first or run.root
         stage = run.manifest["stages"][f"train:{model}"]
         results.append({**point, "valid_recall@50": stage["best_valid_recall@50"], "epochs": stage.get("epochs"),
                         "run": str(run.root)})
@@ -268,15 +292,24 @@ def add_commands(commands) -> None:
                                  ("ablation", ABLATION_VARIANTS, "backbone, +align, +contrast, full, controls")):
         comparison = commands.add_parser(name, help=text)
         add_data_arguments(comparison, dataset_required=True)
-        comparison.add_argument("--backbone", default="comirec_sa", choices=["mind", "comirec_dr", "comirec_sa", "remi"],
-                                help="the multi-interest model the dual-level losses run on")
+        comparison.add_argument("--backbone", default="comirec_sa",
+                                choices=["mind", "comirec_dr", "comirec_sa", "remi", "sasrec"],
+                                help="the model the dual-level losses run on (sasrec: one interest, so +align "
+                                     "assigns every cluster to it)")
+        comparison.add_argument("--models", default=None,
+                                help="comma-separated models instead of the backbone's variants, the first the "
+                                     "reference of the paired differences (e.g. comirec_sa,sasrec,"
+                                     "comirec_sa+align+contrast)")
+        comparison.add_argument("--name", default=None,
+                                help="run ids <name>-s<i>; the name of an earlier comparison reuses its finished "
+                                     "runs (default: a fresh bench-... id)")
         comparison.add_argument("--seeds", type=int, default=5, help="runs (a headline table needs >= 5)")
         comparison.add_argument("--vary", choices=sorted(SEED_KEYS), default="init",
                                 help="which seed the runs vary: init (one split), split, or both")
         comparison.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
         comparison.set_defaults(run=lambda args, name=name, variants=variants: compare_models(
-            name, [args.backbone + variant for variant in variants], args.dataset, args.config, args.overrides,
-            args.seeds, args.backend, args.vary))
+            name, args.models.split(",") if args.models else [args.backbone + variant for variant in variants],
+            args.dataset, args.config, args.overrides, args.seeds, args.backend, args.vary, args.name))
     pairs = commands.add_parser("paired", help="paired CIs of every model of finished runs against one of them")
     pairs.add_argument("runs", nargs="+", help="run directories (the same models in each)")
     pairs.add_argument("--against", required=True, help="the reference model, e.g. comirec_sa")
@@ -286,4 +319,6 @@ def add_commands(commands) -> None:
     tune.add_argument("--model", required=True, help="e.g. comirec_sa+contrast")
     tune.add_argument("--grid", action="append", required=True,
                       help="key=v1,v2,... (repeat for more axes; every combination is trained)")
-    tune.set_defaults(run=lambda args: sweep(args.model, args.grid, args.dataset, args.config, args.overrides))
+    tune.add_argument("--name", default=None, help="run ids <name>-p<i>; an earlier sweep's name resumes it")
+    tune.set_defaults(run=lambda args: sweep(args.model, args.grid, args.dataset, args.config, args.overrides,
+                                             args.name))

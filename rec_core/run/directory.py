@@ -12,6 +12,7 @@ import datetime
 import json
 import logging
 import os
+import shutil
 import subprocess
 import time
 from contextlib import contextmanager
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 # LLM engine's resources (replicas, batch size, CPUs, cache location), which do not change answers.
 PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd", "contrast", "eval",
                    "llm.model", "llm.max_tokens", "llm.temperature", "llm.max_model_len")
+
+# Sections that only the train stage and those after it read. Two runs whose configs differ in
+# nothing else produce the same tables before training, so `fork_upstream` may share them.
+TRAINING_SECTIONS = ("train", "align", "contrast")
+UPSTREAM_STAGES = ("ingest", "semantic", "synthesize", "crowd_semantic")
 
 
 def code_version() -> str:
@@ -128,6 +134,34 @@ class Run:
         temporary = self.manifest_path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(self.manifest, indent=2, default=str))
         os.replace(temporary, self.manifest_path)
+
+
+def fork_upstream(source: Path, config: dict) -> Run:
+    """A new run for `config` starting with the finished stages before training of the run in
+    `source` (their tables copied, their manifest records kept, `forked_from` noted), so that a sweep
+    of training settings computes ingest, semantic and crowd tables once. Refused unless the two
+    configs agree on every pinned section outside TRAINING_SECTIONS (the sections those stages
+    read), and unless the new run id is unused."""
+    old = json.loads((source / "manifest.json").read_text())
+    differing = [key for key in PINNED_SECTIONS if key.split(".")[0] not in TRAINING_SECTIONS
+                 and json.dumps(_lookup(old["config"], key), sort_keys=True, default=str)
+                 != json.dumps(_lookup(config, key), sort_keys=True, default=str)]
+    if differing:
+        raise ConfigError(f"cannot share the stages of {source}: its {', '.join(differing)} settings differ "
+                          "(only the train, align and contrast sections may)")
+    run = Run(config)
+    if run.manifest["stages"]:
+        raise ConfigError(f"run {run.run_id} already has stages; fork into a new run id")
+    for stage in UPSTREAM_STAGES:
+        record = old["stages"].get(stage, {})
+        if record.get("status") != "done":
+            continue
+        for table in record.get("rows", {}):
+            if (source / table).is_dir():
+                shutil.copytree(source / table, run.table_path(table), dirs_exist_ok=True)
+        run.manifest["stages"][stage] = {**record, "forked_from": str(source)}
+    run.save_manifest()
+    return run
 
 
 def _lookup(config: dict, dotted: str):
