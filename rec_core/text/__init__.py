@@ -1,0 +1,8 @@
+"""Text: the sentence-transformers text encoder with a content-addressed embedding cache, shared
+by every stage that embeds text (the encoder grouping, the graph descriptions) and by every run.
+
+A leaf: it imports no other part of rec_core.
+"""
+
+MUST_NOT_IMPORT = ("jobs", "rec_core.data", "rec_core.run", "rec_core.llm", "rec_core.interests",
+                   "rec_core.crowd", "rec_core.graph", "rec_core.models", "rec_core.train", "rec_core.eval", "vllm")

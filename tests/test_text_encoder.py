@@ -1,0 +1,49 @@
+"""The text-embedding cache: a text embedded once is read back by every later encoder on the same
+folder (another stage, another run), keyed by encoder and text; a changed text is a new key."""
+
+import numpy as np
+
+from rec_core.text.encoder import TextEncoder, text_key
+
+
+class CountingModel:
+    """Stands in for the sentence-transformers model: a deterministic vector per text, counted."""
+
+    def __init__(self):
+        self.texts = []
+
+    def encode(self, texts, **_):
+        self.texts += texts
+        vectors = np.array([[len(t), sum(map(ord, t)) % 97, 1.0] for t in texts], np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def encoder_on(folder, model_path=None):
+    encoder = TextEncoder(model_path, cache_dir=folder)
+    encoder.model_ = CountingModel()
+    return encoder
+
+
+def test_cache_serves_texts_embedded_by_an_earlier_encoder(tmp_path):
+    first = encoder_on(tmp_path / "cache", "/models/a")
+    vectors = first.encode(["red lipstick", "blue shampoo", "red lipstick"])
+    assert first.model_.texts == ["red lipstick", "blue shampoo"] and (first.hits_, first.embedded_) == (1, 2)
+    assert np.array_equal(vectors[0], vectors[2])
+
+    later = encoder_on(tmp_path / "cache", "/models/a")  # another stage or run on the same folder
+    again = later.encode(["blue shampoo", "red lipstick", "green soap"])
+    assert later.model_.texts == ["green soap"] and (later.hits_, later.embedded_) == (2, 1)
+    assert np.array_equal(again[0], vectors[1]) and np.array_equal(again[1], vectors[0])
+    assert not list((tmp_path / "cache").glob(".*.tmp"))  # parts are renamed into place
+
+    other = encoder_on(tmp_path / "cache", "/models/b")  # a different encoder never reads a's vectors
+    other.encode(["red lipstick"])
+    assert other.model_.texts == ["red lipstick"]
+    assert text_key("a", "x") != text_key("b", "x") != text_key("a", "y")
+
+
+def test_without_a_cache_folder_every_call_embeds(tmp_path):
+    encoder = encoder_on(None, "/models/a")
+    encoder.encode(["a text"])
+    encoder.encode(["a text"])
+    assert encoder.model_.texts == ["a text", "a text"]
