@@ -1,8 +1,9 @@
-"""The refresh job: ingest -> [semantic] -> [synthesize -> crowd_semantic] -> train -> evaluate -> export
-into <output_dir>/<run_id>/.
+"""The refresh job: ingest -> [semantic] -> [synthesize -> crowd_semantic] -> [describe] -> train ->
+evaluate -> export into <output_dir>/<run_id>/.
 
 The semantic stage (user-individual interests) runs when a configured model has "+align"; the
-crowd stages (cliques, max-cover synthesized users, their interests) when one has "+contrast".
+crowd stages (cliques, max-cover synthesized users, their interests) when one has "+contrast"; the
+graph-hop descriptions (GaCLLM) when one has "+desc".
 
     python -m jobs.refresh                                  # ML-100K, all models, local Ray
     python -m jobs.refresh --config configs/amazon-beauty.yaml run_id=nightly
@@ -17,13 +18,14 @@ import logging
 import time
 
 from jobs.crowd_semantic import crowd_semantic
+from jobs.describe import describe
 from jobs.evaluate import evaluate_run, metrics_table
 from jobs.export import export
 from jobs.ingest import ingest
 from jobs.semantic import semantic
 from jobs.synthesize import synthesize
 from jobs.train import train
-from rec_core.models.names import is_aligned, is_contrastive
+from rec_core.models.names import is_aligned, is_contrastive, is_described
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 
@@ -35,6 +37,8 @@ def stages_for(models: list[str]) -> list[tuple[str, object]]:
     stages = [("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export)]
     if any(is_contrastive(model) for model in models):  # these train on the crowd's clusters
         stages[1:1] = [("synthesize", synthesize), ("crowd_semantic", crowd_semantic)]
+    if any(is_described(model) for model in models):  # lightgcn+desc trains on its embeddings
+        stages.insert(stages.index(("train", train)), ("describe", describe))
     if any(is_aligned(model) for model in models):
         stages.insert(1, ("semantic", semantic))  # the aligned models train on its clusters
     return stages

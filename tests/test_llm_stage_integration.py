@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -113,3 +114,46 @@ def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir)
     assert stats["llm"]["cache_hits"] == answered_before_kill
     assert stats["llm"]["sent"] == 12 - answered_before_kill
     assert table["user_id"].nunique() == 12
+
+
+def test_graph_descriptions_through_the_llm_for_two_layers(llm_run, tmp_path, data_dir):
+    """GaCLLM's LLM aggregator: two layers, each one pass of the real Ray Data + vLLM stage over a
+    budget of 6 nodes (2 users, 4 items); the rest of the graph carries the encoder aggregator. A
+    rerun of the stage sends nothing (every layer's prompts are answered from the cache)."""
+    from jobs.describe import describe
+    from jobs.ingest import ingest
+
+    overrides = [f"output_dir={tmp_path}", "run_id=graph", f"data.data_dir={data_dir}", "graph.backend=llm",
+                 "graph.max_llm_nodes=6", "graph.layers=2", "graph.neighbours=4", "llm.max_tokens=160"]
+    run = Run(load_config(None, overrides))
+    ingest(run)
+    info = describe(run)
+    descriptions = run.read_table("node_descriptions")
+    embeddings = run.read_table("node_text_embeddings")
+    nodes = 943 + 1682
+    assert len(descriptions) == len(embeddings) == 3 * nodes
+    by_layer = descriptions.groupby(["layer", "backend"]).size().to_dict()
+    assert by_layer == {(0, "layer0"): nodes, (1, "encoder"): nodes - 6, (1, "llm"): 6, (2, "encoder"): nodes - 6,
+                        (2, "llm"): 6}
+    generated = descriptions[descriptions["backend"] == "llm"]
+    assert set(generated["status"]) <= {"ok", "repaired", "failed"}
+    assert generated["cache_key"].str.len().eq(64).all() and generated["text"].str.len().gt(0).all()
+    assert (generated["detail"].ne("") | generated["status"].eq("ok")).all()  # every repair says why
+    assert sorted(generated[generated["layer"] == 1]["node_type"]) == ["item"] * 4 + ["user"] * 2
+    vectors = np.stack(embeddings["vector"].to_numpy())
+    assert vectors.shape[1] == 384 and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    for record in info["layers"]:
+        # a prompt identical to an earlier one (e.g. a repaired node whose whole neighbourhood is unchanged)
+        # is answered from the cache within the same run
+        llm = record["llm"]
+        assert llm["prompts"] == llm["sent"] + llm["cache_hits"] == 6 and llm["sent"] >= 4
+        assert llm["errors"] == 0 and llm["output_tokens"] > 0
+        assert sum(record["user"].get(s, 0) for s in ("ok", "repaired", "failed")) == 943
+        assert record["llm"]["longest_prompt_chars"] <= 400 + 4 * (160 + 8) + 80
+    assert set(info["category_probe"]) == {"layer_0", "layer_1", "layer_2"}
+
+    again = describe(Run(load_config(None, overrides)))  # the rerun: every layer from the cache
+    assert [r["llm"]["sent"] for r in again["layers"]] == [0, 0]
+    assert [r["llm"]["cache_hits"] for r in again["layers"]] == [6, 6]
+    assert again["text_encoder"]["embedded"] == 0  # and every text from the embedding cache
+    assert run.read_table("node_descriptions").equals(descriptions)

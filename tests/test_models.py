@@ -6,7 +6,7 @@ import torch
 from rec_core.data.splits import build_protocol, split_users
 from rec_core.eval.evaluator import evaluate
 from rec_core.models.multi_interest import Popularity, build_model, pad_histories
-from rec_core.models.names import NEURAL_BASES
+from rec_core.models.names import HISTORY_BASES
 from rec_core.run.config import default_config
 from rec_core.train.recipe import MultiInterestTraining, training_pairs
 
@@ -14,7 +14,7 @@ TRAIN = {**default_config()["train"], "embedding_dim": 16, "num_interests": 3, "
          "num_negatives": 64, "batch_size": 64, "cpus_per_worker": 1, "epochs": 6, "patience": 6}
 
 
-@pytest.mark.parametrize("name", NEURAL_BASES)
+@pytest.mark.parametrize("name", HISTORY_BASES)
 def test_shapes_and_padding_is_ignored(name):
     torch.manual_seed(0)
     model = build_model(name, num_items=30, train_config=TRAIN).eval()
@@ -54,7 +54,7 @@ def clustered_interactions(n_users=300, n_groups=4, group_size=40, length=14, se
     return pd.DataFrame(rows, columns=["user_id", "item_id", "ts"]), n_groups * group_size
 
 
-@pytest.mark.parametrize("name", NEURAL_BASES)
+@pytest.mark.parametrize("name", HISTORY_BASES)
 def test_recipe_learns_structure_beyond_popularity(name):
     frame, n_items = clustered_interactions()
     splits, _ = split_users(frame, seed=0)

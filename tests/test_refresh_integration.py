@@ -104,3 +104,29 @@ def test_ray_train_resumes_a_run_from_its_checkpoint(local_ray, data_dir, tmp_pa
     second = fit_with_ray_train("comirec_sa", config, run.root)
     assert [h["epoch"] for h in second["history"]] == [1, 2]
     assert second["history"][0] == first["history"][0]
+
+
+def test_refresh_with_graph_models_describes_then_trains_and_serves_without_the_graph(local_ray, data_dir, tmp_path):
+    """lightgcn and lightgcn+desc on Ray Train: the describe stage runs first (encoder backend), both
+    are evaluated and exported like every other model, and the saved model scores on its own."""
+    config = load_config(None, [f"output_dir={tmp_path}", "run_id=graph", f"data.data_dir={data_dir}", *QUICK,
+                                "models=[popularity,lightgcn,lightgcn+desc]", "graph.layers=1"])
+    refresh(config)
+    root = tmp_path / "graph"
+    stages = json.loads((root / "manifest.json").read_text())["stages"]
+    assert [s for s in stages] == ["ingest", "describe", "train:lightgcn", "train:lightgcn+desc", "evaluate",
+                                   "export"]
+    users, items = stages["describe"]["nodes"]["user"], stages["describe"]["nodes"]["item"]
+    assert (users, items) == (943, 1682)
+    descriptions = pq.read_table(root / "node_descriptions").to_pandas()
+    assert len(descriptions) == 2 * (users + items) and set(descriptions["backend"]) == {"layer0", "encoder"}
+    assert set(stages["describe"]["category_probe"]) == {"layer_0", "layer_1"}
+    recs = pq.read_table(root / "recommendations").to_pandas()
+    test_users = stages["ingest"]["rows"]["users_test"]
+    assert recs.groupby("model")["user_id"].nunique().to_dict() == {m: test_users for m in config["models"]}
+    interests = pq.read_table(root / "user_interests").to_pandas()
+    assert interests.groupby("model").size().to_dict() == {"lightgcn": 943, "lightgcn+desc": 943}
+    metrics = pq.read_table(root / "metrics").to_pandas()
+    recall = metrics[(metrics["split"] == "valid") & (metrics["metric"] == "recall") & (metrics["k"] == 50)]
+    best = {m: stages[f"train:{m}"]["best_valid_recall@50"] for m in ("lightgcn", "lightgcn+desc")}
+    assert recall.set_index("model")["value"].drop("popularity").to_dict() == pytest.approx(best)

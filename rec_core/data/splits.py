@@ -103,23 +103,28 @@ def history_cut(length: int, history_fraction: float, times: np.ndarray | None =
 
 def cut_history(sequences: Sequences, history_fraction: float = 0.8) -> EvalSet:
     """Per user, the items before `history_cut` are history, the rest targets."""
-    hist_items, hist_counts, target_items, target_counts = [], [], [], []
+    hist_items, hist_times, hist_counts, target_items, target_counts = [], [], [], [], []
     for index in range(len(sequences)):
         sequence = sequences.sequence(index)
         times = (sequences.times[sequences.offsets[index]: sequences.offsets[index + 1]]
                  if sequences.times is not None else None)
         cut = history_cut(len(sequence), history_fraction, times)
         hist_items.append(sequence[:cut])
+        if times is not None:
+            hist_times.append(times[:cut])
         target_items.append(sequence[cut:])
         hist_counts.append(cut)
         target_counts.append(len(sequence) - cut)
 
-    def csr(parts, counts):
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        flat = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-        return Sequences(sequences.user_ids, offsets, flat)
+    def flat(parts):
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
-    return EvalSet(sequences.user_ids, csr(hist_items, hist_counts), csr(target_items, target_counts))
+    def csr(parts, counts, time_parts=None):
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return Sequences(sequences.user_ids, offsets, flat(parts), flat(time_parts) if time_parts is not None else None)
+
+    histories = csr(hist_items, hist_counts, hist_times if sequences.times is not None else None)
+    return EvalSet(sequences.user_ids, histories, csr(target_items, target_counts))
 
 
 @dataclass

@@ -41,7 +41,7 @@ from torch import nn
 
 from rec_core.crowd.contrastive import contrastive_loss
 from rec_core.interests.alignment import alignment_loss
-from rec_core.models.names import NEURAL_BASES, base_model
+from rec_core.models.names import HISTORY_BASES, base_model
 
 
 class Popularity:
@@ -249,7 +249,7 @@ def build_model(name: str, num_items: int, train_config: dict) -> MultiInterestM
     if name == "sasrec":
         return SASRec(num_items, train_config["embedding_dim"], train_config["max_history"],
                       train_config["transformer_blocks"], train_config["attention_heads"], train_config["dropout"])
-    raise ValueError(f"unknown neural model {name!r}; choose from {NEURAL_BASES}")
+    raise ValueError(f"unknown neural model {name!r}; choose from {HISTORY_BASES}")
 
 
 def pad_histories(flat_items: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int,

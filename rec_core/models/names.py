@@ -1,4 +1,5 @@
-"""The model-name grammar, parsed in this one place: `<base>[+align][+contrast]`.
+"""The model-name grammar, parsed in this one place: `<base>[+align][+contrast][+shuffled]`, and
+`lightgcn[+desc]` for the graph model.
 
 `popularity`, `mind`, `comirec_dr`, `comirec_sa`, `remi` (ComiRec-SA trained as REMI) and `sasrec`
 (one interest) are the base models; a neural base may carry the
@@ -7,6 +8,11 @@ clusters to its interests, `+contrast` with the contrastive loss on the synthesi
 clusters (`comirec_sa+align+contrast` is the full dual-level model). `+shuffled`, last, is the
 random-cluster control of the losses before it: the same losses on clusters whose items are
 re-partitioned at random with the same sizes (rec_core.interests.coherence.shuffled_clusters).
+
+`lightgcn` (rec_core.models.lightgcn) embeds users and items on the user-item graph instead of
+reading a history; `lightgcn+desc` adds the GaCLLM graph-hop descriptions (jobs.describe), aligned
+with and fused into its layer embeddings. The history-based losses (+align, +contrast) do not apply
+to it, and +desc applies to nothing else.
 
 It lives in `rec_core.models` because a name says which model is built, and it imports nothing (no
 torch), so config validation (`rec_core.run.config`), the training recipe, Ray Train and the
@@ -17,9 +23,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa", "remi", "sasrec")
-NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa", "remi", "sasrec")
-VARIANTS = ("align", "contrast", "shuffled")  # the allowed suffixes, in their only allowed order
+BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa", "remi", "sasrec", "lightgcn")
+NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa", "remi", "sasrec", "lightgcn")
+GRAPH_BASES = ("lightgcn",)  # trained on the user-item graph (rec_core.graph), not on histories
+HISTORY_BASES = tuple(base for base in NEURAL_BASES if base not in GRAPH_BASES)  # read a user's history
+VARIANTS = ("align", "contrast", "shuffled")  # the history models' suffixes, in their only allowed order
+GRAPH_VARIANTS = ("desc",)
 AUXILIARY = ("align", "contrast")  # the variants that add a loss on clusters
 
 
@@ -41,6 +50,14 @@ class ModelName:
         return "shuffled" in self.variants
 
     @property
+    def described(self) -> bool:
+        return "desc" in self.variants
+
+    @property
+    def graph(self) -> bool:
+        return self.base in GRAPH_BASES
+
+    @property
     def neural(self) -> bool:
         return self.base in NEURAL_BASES
 
@@ -53,8 +70,13 @@ def parse_model_name(name: str) -> ModelName:
     base, *variants = name.split("+")
     if base not in BASE_MODELS:
         raise ValueError(f"unknown model {name!r}: the base must be one of {', '.join(BASE_MODELS)}")
+    if base in GRAPH_BASES:
+        if variants not in ([], list(GRAPH_VARIANTS)):
+            raise ValueError(f"model {name!r}: {base} takes only +{'/+'.join(GRAPH_VARIANTS)} (the graph-hop "
+                             "descriptions); +align and +contrast need a history model")
+        return ModelName(base, tuple(variants))
     if variants and base not in NEURAL_BASES:
-        raise ValueError(f"model {name!r}: only {', '.join(NEURAL_BASES)} take +{'/+'.join(VARIANTS)}")
+        raise ValueError(f"model {name!r}: only {', '.join(HISTORY_BASES)} take +{'/+'.join(VARIANTS)}")
     in_order = [v for v in VARIANTS if v in variants]
     if variants != in_order:
         raise ValueError(f"model {name!r}: the suffixes are +{' and +'.join(VARIANTS)}, each at most once, "
@@ -82,6 +104,14 @@ def is_aligned(name: str) -> bool:
 
 def is_contrastive(name: str) -> bool:
     return parse_model_name(name).contrastive
+
+
+def is_described(name: str) -> bool:
+    return parse_model_name(name).described
+
+
+def is_graph_model(name: str) -> bool:
+    return parse_model_name(name).graph
 
 
 def is_neural(name: str) -> bool:

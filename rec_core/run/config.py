@@ -121,6 +121,9 @@ class TrainConfig(Section):
     transformer_blocks: int = Field(1, ge=1, description="sasrec: self-attention blocks")
     attention_heads: int = Field(1, ge=1, description="sasrec: attention heads (must divide embedding_dim)")
     dropout: float = Field(0.2, ge=0, lt=1, description="sasrec: dropout on embeddings and in the blocks")
+    gcn_layers: int = Field(2, ge=1, description="lightgcn: propagation layers")
+    gcn_batch_size: int = Field(2048, ge=1, description="lightgcn: edges per batch (each batch propagates the "
+                                                        "whole graph)")
     max_samples_per_epoch: int = Field(0, ge=0, description="0 = every (user, position) pair of the training users")
     eval_batch_size: int = Field(1024, ge=1, description="users scored per batch in validation")
 
@@ -178,6 +181,26 @@ class ContrastConfig(Section):
     users_per_batch: int = Field(32, ge=1, description="synthesized users drawn for every training batch")
 
 
+class GraphConfig(Section):
+    backend: Literal["encoder", "llm"] = Field("encoder", description="graph-hop aggregator: the embedding mix "
+                                                                      "(no generation) or the LLM stage")
+    layers: int = Field(2, ge=0, description="description layers after layer 0 (each one LLM pass over the nodes)")
+    neighbours: int = Field(10, ge=1, description="sampled 1-hop neighbours read per node and layer")
+    seed: int = Field(0, description="seeds the neighbour sampling and the LLM node budget (stable across runs)")
+    user_items: int = Field(10, ge=1, description="layer 0: a user's most recent item titles in its template")
+    own_chars: int = Field(400, ge=16, description="a node's own previous text in its prompt, at most")
+    neighbour_chars: int = Field(160, ge=16, description="each neighbour's text in a prompt, at most")
+    max_chars: int = Field(300, ge=16, description="a generated description, at most (the JSON schema bounds it)")
+    mix: float = Field(0.5, ge=0, le=1, description="encoder aggregator: weight of the neighbours' mean")
+    max_llm_nodes: int = Field(0, ge=0, description="llm backend: nodes rewritten by the LLM (0 = all; the rest "
+                                                    "get the encoder aggregator)")
+
+
+class DescConfig(Section):
+    weight: float = Field(0.1, ge=0, description="lightgcn+desc: weight of the layer-wise description alignment")
+    temperature: float = Field(0.2, gt=0, description="lightgcn+desc: InfoNCE temperature of the alignment")
+
+
 class LLMConfig(Section):
     model: Optional[str] = Field(None, description="None: the offline SmolLM2-135M-Instruct (bin/setup); else a "
                                                    "local path or hub id")
@@ -215,7 +238,7 @@ class RunConfig(Section):
     seed: int = Field(2026, ge=0, description="seeds model initialisation and sampling (split.seed seeds the "
                                               "split)")
     models: Annotated[list[str], BeforeValidator(_as_list)] = Field(DEFAULT_MODELS, min_length=1, description="models to train and evaluate: "
-                                                                        "<base>[+align][+contrast]")
+                                                                        "<base>[+align][+contrast][+shuffled], lightgcn[+desc]")
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
@@ -223,6 +246,8 @@ class RunConfig(Section):
     align: AlignConfig = AlignConfig()
     crowd: CrowdConfig = CrowdConfig()
     contrast: ContrastConfig = ContrastConfig()
+    graph: GraphConfig = GraphConfig()
+    desc: DescConfig = DescConfig()
     llm: LLMConfig = LLMConfig()
     eval: EvalConfig = EvalConfig()
 

@@ -15,12 +15,15 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import torch
 
 from rec_core.data.splits import build_protocol
+from rec_core.graph.bipartite import ITEM, USER, visible_graph
 from rec_core.interests.coherence import shuffled_clusters
 from rec_core.models.names import parse_model_name
+from rec_core.train.graph_recipe import GraphTraining
 from rec_core.train.recipe import MultiInterestTraining
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,50 @@ def load_protocol(run_root: str | Path, history_fraction: float):
     return build_protocol(interactions, user_splits, num_items, history_fraction)
 
 
+def load_descriptions(run_root: str | Path, graph) -> list[np.ndarray]:
+    """Per description layer, the [users + items, text dim] embeddings of `node_text_embeddings`
+    in graph node order (users by graph row, then items by id)."""
+    path = Path(run_root) / "node_text_embeddings"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} not found: run the describe stage before training lightgcn+desc")
+    table = pq.read_table(path).to_pandas()
+    layers = []
+    for layer, rows in table.groupby("layer", sort=True):
+        users = rows[rows["node_type"] == USER]
+        items = rows[rows["node_type"] == ITEM]
+        vectors = np.zeros((graph.num_users + graph.num_items, len(rows["vector"].iloc[0])), np.float32)
+        vectors[graph.user_row(users["node_id"].to_numpy())] = np.stack(users["vector"].to_numpy())
+        vectors[graph.num_users + items["node_id"].to_numpy()] = np.stack(items["vector"].to_numpy())
+        layers.append(vectors)
+    return layers
+
+
+def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTraining:
+    """The recipe of the configured model, its inputs read from the run's tables."""
+    run_root = loop_config["run_root"]
+    data = load_protocol(run_root, loop_config["history_fraction"])
+    spec = parse_model_name(loop_config["model"])
+    if spec.graph:
+        tables = {name: pq.read_table(Path(run_root) / name).to_pandas() for name in ("interactions", "user_splits")}
+        graph = visible_graph(tables["interactions"], tables["user_splits"], data.num_items,
+                              loop_config["history_fraction"])
+        return GraphTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"], graph,
+                             rank=rank, world_size=world,
+                             descriptions=load_descriptions(run_root, graph) if spec.described else None,
+                             desc=loop_config["desc"] if spec.described else None)
+    clusters = load_clusters(run_root) if spec.aligned else None
+    synthesized = load_clusters(run_root, "synthesized_semantic_clusters", "synth_id") if spec.contrastive else None
+    if spec.shuffled:  # the random-cluster control: same sizes, semantic content removed
+        clusters = shuffled_clusters(clusters, loop_config["seed"]) if clusters is not None else None
+        synthesized = shuffled_clusters(synthesized, loop_config["seed"]) if synthesized is not None else None
+    synthesized = list(synthesized.values()) if synthesized is not None else None
+    return MultiInterestTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
+                                 rank=rank, world_size=world, clusters=clusters,
+                                 align=loop_config["align"] if spec.aligned else None,
+                                 synthesized_clusters=synthesized,
+                                 contrast=loop_config["contrast"] if spec.contrastive else None)
+
+
 def _train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
@@ -59,20 +106,7 @@ def _train_loop_per_worker(loop_config: dict) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    data = load_protocol(loop_config["run_root"], loop_config["history_fraction"])
-    spec = parse_model_name(loop_config["model"])
-    clusters = load_clusters(loop_config["run_root"]) if spec.aligned else None
-    synthesized = (load_clusters(loop_config["run_root"], "synthesized_semantic_clusters", "synth_id")
-                   if spec.contrastive else None)
-    if spec.shuffled:  # the random-cluster control: same sizes, semantic content removed
-        clusters = shuffled_clusters(clusters, loop_config["seed"]) if clusters is not None else None
-        synthesized = shuffled_clusters(synthesized, loop_config["seed"]) if synthesized is not None else None
-    synthesized = list(synthesized.values()) if synthesized is not None else None
-    recipe = MultiInterestTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
-                                   rank=rank, world_size=world, clusters=clusters,
-                                   align=loop_config["align"] if spec.aligned else None,
-                                   synthesized_clusters=synthesized,
-                                   contrast=loop_config["contrast"] if spec.contrastive else None)
+    recipe = build_recipe(loop_config, rank, world)
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -105,7 +139,7 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: 
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"model": model_name, "train": train_config, "seed": config["seed"],
-                           "align": config["align"], "contrast": config["contrast"],
+                           "align": config["align"], "contrast": config["contrast"], "desc": config["desc"],
                            "run_root": str(run_root),
                            "history_fraction": config["split"]["history_fraction"]},
         scaling_config=ray.train.ScalingConfig(

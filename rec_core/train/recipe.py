@@ -85,7 +85,7 @@ class MultiInterestTraining:
         """Build model and optimiser; restore `state` (a checkpoint) if given; `wrap_model` e.g. DDP."""
         torch.manual_seed(self.seed)
         torch.set_num_threads(max(1, int(self.config["cpus_per_worker"])))
-        self.model_ = build_model(self.model_name, self.data.num_items, self.config)
+        self.model_ = self.build_model()
         self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.config["learning_rate"],
                                            weight_decay=self.config["weight_decay"])
         self.epoch_, self.best_metric_, self.bad_epochs_, self.history_ = 0, -1.0, 0, []
@@ -99,6 +99,13 @@ class MultiInterestTraining:
             log.info("%s: resumed after epoch %d (best %s %.4f)", self.model_name, self.epoch_,
                      SELECTION_METRIC, self.best_metric_)
         self.trainable_ = wrap_model(self.model_) if wrap_model else self.model_
+        self.prepare_examples()
+
+    def build_model(self):
+        return build_model(self.model_name, self.data.num_items, self.config)
+
+    def prepare_examples(self) -> None:
+        """The training pairs, and the packed clusters of the auxiliary losses."""
         self.pairs_ = training_pairs(self.data.train)
         if len(self.pairs_[0]) == 0:
             raise ValueError("no training pairs: every training user has a single interaction")
@@ -128,14 +135,27 @@ class MultiInterestTraining:
     def finished(self) -> bool:
         return self.epoch_ >= self.config["epochs"] or self.bad_epochs_ >= self.config["patience"]
 
-    def run_epoch(self) -> dict:
-        """One pass over this worker's share of the training pairs."""
+    def examples(self) -> int:
+        return len(self.pairs_[0])
+
+    def batch_size(self) -> int:
+        return self.config["batch_size"]
+
+    def batch(self, chosen: np.ndarray, crowd_draws: torch.Generator) -> tuple[tuple, dict]:
+        """The forward arguments before the negatives (history, mask, target), and the auxiliary ones."""
         starts, ends, user_rows = self.pairs_
-        order = np.random.default_rng([self.seed, self.epoch_]).permutation(len(starts))
+        history, mask = pad_histories(self.data.train.items, starts[chosen], ends[chosen],
+                                      self.config["max_history"], self.data.num_items)
+        target = torch.as_tensor(self.data.train.items[ends[chosen]], dtype=torch.long)
+        return (history, mask, target), self._auxiliary(user_rows[chosen], crowd_draws)
+
+    def run_epoch(self) -> dict:
+        """One pass over this worker's share of the training examples."""
+        order = np.random.default_rng([self.seed, self.epoch_]).permutation(self.examples())
         if self.config["max_samples_per_epoch"]:
             order = order[: self.config["max_samples_per_epoch"]]
         order = order[self.rank:: self.world_size]
-        batch_size, pad = self.config["batch_size"], self.data.num_items
+        batch_size, pad = self.batch_size(), self.data.num_items
         # one random stream per purpose: the negatives are the same whichever auxiliary losses a variant adds
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch_ * 10 + self.rank)
         crowd_draws = torch.Generator().manual_seed(
@@ -145,12 +165,9 @@ class MultiInterestTraining:
         # equal batch counts on every rank keep DDP's all-reduce in step
         n_batches = len(order) // batch_size if self.world_size > 1 else -(-len(order) // batch_size)
         for index in range(n_batches):
-            chosen = order[index * batch_size: (index + 1) * batch_size]
-            history, mask = pad_histories(self.data.train.items, starts[chosen], ends[chosen],
-                                          self.config["max_history"], pad)
-            target = torch.as_tensor(self.data.train.items[ends[chosen]], dtype=torch.long)
+            inputs, auxiliary = self.batch(order[index * batch_size: (index + 1) * batch_size], crowd_draws)
             negatives = torch.randint(0, pad, (self.config["num_negatives"],), generator=generator)
-            loss = self.trainable_(history, mask, target, negatives, **self._auxiliary(user_rows[chosen], crowd_draws))
+            loss = self.trainable_(*inputs, negatives, **auxiliary)
             self.optimizer_.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer_.step()
@@ -178,10 +195,12 @@ class MultiInterestTraining:
                          contrast_temperature=self.contrast["temperature"])
         return extra
 
+    def score_fn(self):
+        return model_score_fn(self.model_, self.config["max_history"], self.data.num_items)
+
     def validate(self) -> dict:
         self.model_.eval()
-        metrics, _ = evaluate(model_score_fn(self.model_, self.config["max_history"], self.data.num_items),
-                              self.data.valid, self.data.num_items, ks=(20, 50),
+        metrics, _ = evaluate(self.score_fn(), self.data.valid, self.data.num_items, ks=(20, 50),
                               batch_size=self.config["eval_batch_size"])
         return metrics
 

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from rec_core.data.splits import ProtocolData, Sequences
+from rec_core.models.lightgcn import LightGCN
 from rec_core.models.multi_interest import Popularity, build_model, pad_histories
+from rec_core.models.names import parse_model_name
 from rec_core.train.recipe import model_score_fn
 
 MODEL_FILE = "model.pt"
@@ -32,11 +34,15 @@ class Scorer:
             self.model = None
             return
         saved = torch.load(model_folder / MODEL_FILE, weights_only=False)
+        self.history = saved["history"]
+        if parse_model_name(name).graph:  # scores with its frozen user and item vectors, no graph needed
+            self.model = LightGCN.for_scoring(saved["weights"], saved["train_config"]["gcn_layers"])
+            self._score = lambda rows, histories, user_ids: self.model.score_users(user_ids)
+            return
         self.max_history = saved["train_config"]["max_history"]
         self.model = build_model(name, saved["num_items"], saved["train_config"])
         self.model.load_state_dict(saved["weights"])
         self.model.eval()
-        self.history = saved["history"]
         self._score = model_score_fn(self.model, self.max_history, self.num_items)
 
     def __call__(self, rows, histories: Sequences, user_ids) -> torch.Tensor:
@@ -52,6 +58,8 @@ class Scorer:
         """[U, K, d] interest vectors of every user of `histories`."""
         if self.model is None:
             return None
+        if isinstance(self.model, LightGCN):
+            return self.model.user_interests(histories.user_ids).numpy()
         rows = np.arange(len(histories))
         items, mask = pad_histories(histories.items, histories.offsets[rows], histories.offsets[rows + 1],
                                     self.max_history, self.num_items)

@@ -1,0 +1,133 @@
+"""LightGCN (He et al., SIGIR 2020) and `lightgcn+desc`, LightGCN with GaCLLM's graph-hop
+descriptions (arXiv 2402.08859) aligned and fused layer by layer.
+
+LightGCN: ID embeddings E_0 of users and items, propagated without weights or non-linearities,
+E_l = A_hat E_{l-1} with A_hat = D^-1/2 A D^-1/2 on the graph of rec_core.graph.bipartite, and the
+final representation mean(E_0 .. E_L). Trained here with the harness's sampled softmax (the
+positive edge's item against shared uniform negatives, accidental hits masked) rather than BPR:
+the same loss as every other model in the harness, and the stronger of the two on these data sets
+in public re-evaluations; early stopping on validation Recall@50 as for the others.
+
+`lightgcn+desc`: T_l, the frozen text embeddings of every node's layer-l description
+(jobs.describe; layer min(l, graph.layers) when there are fewer description layers than
+propagation layers), projected to the ID space by one linear map per layer, P_l = T_l W_l. The
+alignment loss is GaCLLM's per-layer contrastive alignment: InfoNCE between E_l and P_l of the
+batch's nodes (users and target items), both directions, averaged over layers, weighted by
+`desc.weight`. Fusion (the paper fuses per layer; how is not specified): the final representation
+is mean over l of (E_l + P_l), so the descriptions shift every layer's embedding and scoring stays
+a dot product.
+
+Users, valid/test included, are nodes of the graph through their visible interactions (a
+valid/test user's history part, never its targets), so they get a propagated embedding without a
+target ever being an edge. Serving needs no LLM and no graph: `freeze()` stores the final user and
+item vectors (with the user ids) as buffers, which are what a saved model holds and scores with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sparse_adjacency(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, size: int) -> torch.Tensor:
+    index = torch.as_tensor(np.stack([rows, cols]), dtype=torch.long)
+    return torch.sparse_coo_tensor(index, torch.as_tensor(values), (size, size), check_invariants=False).coalesce()
+
+
+def info_nce(left: torch.Tensor, right: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of `left` matches row i of `right`, the other rows are negatives."""
+    logits = F.normalize(left, dim=-1) @ F.normalize(right, dim=-1).T / temperature
+    labels = torch.arange(len(left), device=left.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+
+class LightGCN(nn.Module):
+    """`adjacency` None builds a model for scoring only (its frozen vectors come from a state dict)."""
+
+    def __init__(self, user_ids: np.ndarray, num_items: int, dim: int, layers: int,
+                 adjacency: torch.Tensor | None = None, descriptions: list[torch.Tensor] | None = None,
+                 text_dim: int = 0, desc_weight: float = 0.1, desc_temperature: float = 0.2):
+        super().__init__()
+        self.num_users, self.num_items, self.dim, self.layers = len(user_ids), num_items, dim, layers
+        self.embedding = nn.Embedding(self.num_users + num_items, dim)
+        nn.init.normal_(self.embedding.weight, std=1.0 / math.sqrt(dim))
+        self.adjacency = adjacency
+        self.described = text_dim > 0
+        if self.described:
+            self.projections = nn.ModuleList(nn.Linear(text_dim, dim, bias=False) for _ in range(layers + 1))
+            # frozen inputs, rebuilt from the run's tables: not part of the saved state
+            self.descriptions = descriptions
+        self.desc_weight, self.desc_temperature = desc_weight, desc_temperature
+        self.register_buffer("user_ids", torch.as_tensor(np.asarray(user_ids), dtype=torch.long))
+        self.register_buffer("user_vectors", torch.zeros(self.num_users, dim))
+        self.register_buffer("item_vectors_", torch.zeros(num_items, dim))
+
+    def layer_embeddings(self) -> list[torch.Tensor]:
+        """[E_0, ..., E_L], each [users + items, d]."""
+        out = [self.embedding.weight]
+        for _ in range(self.layers):
+            out.append(torch.sparse.mm(self.adjacency, out[-1]))
+        return out
+
+    def projected(self, layer: int, nodes: torch.Tensor | None = None) -> torch.Tensor:
+        text = self.descriptions[min(layer, len(self.descriptions) - 1)]
+        return self.projections[layer](text if nodes is None else text[nodes])
+
+    def node_vectors(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+        if self.described:
+            embeddings = [e + self.projected(layer) for layer, e in enumerate(embeddings)]
+        return torch.stack(embeddings).mean(0)
+
+    def forward(self, user_rows: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        embeddings = self.layer_embeddings()
+        final = self.node_vectors(embeddings)
+        users, items = final[user_rows], final[self.num_users:]
+        positive = (users * items[targets]).sum(-1, keepdim=True)
+        negative = users @ items[negatives].T
+        negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([positive, negative], 1)
+        loss = F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
+        if self.described and self.desc_weight > 0:
+            nodes = torch.unique(torch.cat([user_rows, self.num_users + targets]))
+            alignment = torch.stack([info_nce(e[nodes], self.projected(layer, nodes), self.desc_temperature)
+                                     for layer, e in enumerate(embeddings)]).mean()
+            loss = loss + self.desc_weight * alignment
+        return loss
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Store the final user and item vectors for scoring (called before every validation)."""
+        final = self.node_vectors(self.layer_embeddings())
+        self.user_vectors.copy_(final[: self.num_users])
+        self.item_vectors_.copy_(final[self.num_users:])
+
+    def user_rows(self, user_ids: np.ndarray) -> torch.Tensor:
+        ids = torch.as_tensor(np.asarray(user_ids), dtype=torch.long)
+        rows = torch.searchsorted(self.user_ids, ids).clamp(max=self.num_users - 1)
+        missing = self.user_ids[rows] != ids
+        if missing.any():
+            raise KeyError(f"user {int(ids[missing][0])} has no graph embedding (not in this run's user_splits)")
+        return rows
+
+    @torch.no_grad()
+    def score_users(self, user_ids: np.ndarray) -> torch.Tensor:
+        return self.user_vectors[self.user_rows(user_ids)] @ self.item_vectors_.T
+
+    def item_vectors(self) -> torch.Tensor:
+        return self.item_vectors_
+
+    @torch.no_grad()
+    def user_interests(self, user_ids: np.ndarray) -> torch.Tensor:
+        """[U, 1, d]: one interest per user, as the export writes for every model."""
+        return self.user_vectors[self.user_rows(user_ids)].unsqueeze(1)
+
+    @classmethod
+    def for_scoring(cls, state: dict, layers: int) -> "LightGCN":
+        model = cls(state["user_ids"].numpy(), state["item_vectors_"].shape[0], state["user_vectors"].shape[1], layers)
+        frozen = {key: state[key] for key in ("user_ids", "user_vectors", "item_vectors_")}
+        model.load_state_dict({**model.state_dict(), **frozen})
+        return model.eval()
