@@ -3,6 +3,7 @@
     python -m jobs.benchmark baselines --dataset amazon-beauty [--config FILE] [key=value ...]
     python -m jobs.benchmark alignment --dataset movielens-100k --seeds 3 --backend encoder
     python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 3
+    python -m jobs.benchmark descriptions --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 5
     python -m jobs.benchmark llm-throughput | llm-cache | grouping ...   (jobs/benchmarks/llm.py)
     python -m jobs.benchmark max-cover --dataset amazon-beauty          (jobs/benchmarks/crowd.py)
 

@@ -5,6 +5,8 @@
     python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 5 \
         [--models comirec_sa,sasrec,comirec_sa+align+contrast] [--name beauty-ablation]
     python -m jobs.benchmark paired runs/<run id> [runs/<other run id> ...] --against comirec_sa
+    python -m jobs.benchmark descriptions --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 5 \
+        --llm-nodes 500 [--with comirec_sa] [--name beauty-desc]
     python -m jobs.benchmark sweep --dataset amazon-beauty --config configs/amazon-beauty.yaml \
         --model comirec_sa+contrast --grid contrast.weight=0.05,0.1,0.2 --grid contrast.temperature=0.1,0.2
 
@@ -36,6 +38,13 @@ comparison reuses its finished runs and resumes the rest.
 
 `paired` reads finished runs' `user_metrics` and prints every model against one of them, paired
 per user with bootstrap 95% intervals (what `alignment` and `ablation` print at their end).
+
+`descriptions` (GaCLLM, issue 12) trains `lightgcn` (and `--with` models) in run `<name>-s<i>` and
+`lightgcn+desc` once per description variant in runs `<name>-<variant>-s<i>` with the same seeds:
+`layer0` (graph.layers=0: the catalogue text and the user template only, no graph hop), `encoder`
+(the embedding-mix aggregator) and `llm` (the LLM aggregator on `--llm-nodes` nodes, the rest by the
+encoder); all paired per user against `lightgcn`. The describe stage's diagnostic and LLM figures
+of every run are printed at the end.
 
 `sweep` trains one model for every point of a settings grid, stopping after training (validation
 only, the test split is never read), and prints the point with the best validation Recall@50 as
@@ -165,38 +174,53 @@ def paired_report(run_dirs: list[str], against: str) -> None:
                           "paired": {k: round(v, 5) if isinstance(v, float) else v for k, v in entry.items()}}))
 
 
+STAGE_FIGURES = {"semantic": ("users", "clusters_per_user", "coherence", "seconds"),
+                 "synthesize": ("solutions", "cliques", "objective_over_greedy", "seconds"),
+                 "crowd_semantic": ("users", "clusters_per_user", "coherence", "seconds"),
+                 "describe": ("backend", "layers", "category_probe", "text_encoder", "seconds")}
+
+
 def compare_models(benchmark: str, models: list[str], dataset: str, config_path: str | None,
                    overrides: list[str], seeds: int, backend: str, vary: str = "init",
-                   name: str | None = None) -> None:
+                   name: str | None = None, variants: list[tuple[str, list[str], list[str]]] = ()) -> None:
     """`models` trained in `seeds` runs, run i setting the seeds named by `vary` to 2026 + i
     ("init": initialisation and sampling, on one split; "split": the split, one initialisation;
     "both"). Prints the test metrics' mean ± std over runs, then each model against the first
     (the reference) as per-user paired differences with bootstrap 95% intervals
     (rec_core.eval.paired), and the model that validation Recall@50 chooses.
 
+    `variants` [(label, models, overrides)]: more models trained under other settings of the
+    stages before training (e.g. graph.layers=0), each in a run `<name>-<label>-s<i>` with the same
+    seeds, reported as `<model>[<label>]` and paired with the reference like the others.
+
     Run i is `<name>-s<i>` (`name` defaults to a fresh `bench_run_id`); given the name of an earlier
     comparison, its finished runs are reused and an interrupted one resumes, so a comparison too long
     for one sitting continues where it stopped (each run's manifest keeps its code version)."""
     stamp = name or bench_run_id(f"{benchmark}-{backend}-{vary}", dataset)
+    groups = [("", models, []), *variants]
+    models = [label_model(model, label) for label, group, _ in groups for model in group]
     rows, stages, per_user, versions = [], [], [], []
     for index in range(seeds):
         seeded = [f"{key}={2026 + index}" for key in SEED_KEYS[vary]]
-        config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={stamp}-s{index}",
-                                           f"models=[{','.join(models)}]", f"semantic.backend={backend}",
-                                           *overrides, *seeded])
-        run = refresh(config)
-        versions.append(run.manifest["code_version"])
-        metrics = run.read_table("metrics")
-        rows.append(metrics[metrics["split"] == "test"].assign(seed=index))
-        rows.append(pd.DataFrame([{"model": model, "metric": "valid_recall", "k": 50, "seed": index,
-                                   "value": run.manifest["stages"][f"train:{model}"]["best_valid_recall@50"]}
-                                  for model in config["models"]]))
-        users = run.read_table("user_metrics")
-        per_user.append(users[users["split"] == "test"].assign(run=index))
-        stages.append({stage: {k: info.get(k) for k in ("users", "clusters_per_user", "coherence", "solutions",
-                                                        "cliques", "objective_over_greedy", "seconds") if k in info}
-                       for stage, info in run.manifest["stages"].items()
-                       if stage in ("semantic", "synthesize", "crowd_semantic")})
+        for label, group, extra in groups:
+            run_id = f"{stamp}-{label}-s{index}" if label else f"{stamp}-s{index}"
+            config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={run_id}",
+                                               f"models=[{','.join(group)}]", f"semantic.backend={backend}",
+                                               *overrides, *extra, *seeded])
+            run = refresh(config)
+            versions.append(f"{run_id}: {run.manifest['code_version']}")
+            metrics = run.read_table("metrics")
+            rows.append(metrics[metrics["split"] == "test"].assign(seed=index))
+            rows.append(pd.DataFrame([{"model": model, "metric": "valid_recall", "k": 50, "seed": index,
+                                       "value": run.manifest["stages"][f"train:{model}"]["best_valid_recall@50"]}
+                                      for model in config["models"]]))
+            users = run.read_table("user_metrics")
+            per_user.append(users[users["split"] == "test"].assign(run=index))
+            for frame in (rows[-2], rows[-1], per_user[-1]):
+                frame["model"] = [label_model(model, label) for model in frame["model"]]
+            stages.append({f"{stage}[{label}]" if label else stage: {k: info.get(k) for k in figures if k in info}
+                           for stage, figures in STAGE_FIGURES.items()
+                           if (info := run.manifest["stages"].get(stage)) is not None})
     table = pd.concat(rows)
     table = table[table["k"].isin([20, 50]) & table["metric"].isin(METRICS)]
     summary = table.groupby(["model", "metric", "k"])["value"].agg(["mean", "std"]).reset_index()
@@ -216,8 +240,8 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
     valid = summary[summary["metric"] == "valid_recall"].set_index("model")["mean"]
     chosen = str(valid.idxmax())
     print(f"chosen on validation (mean best valid Recall@50): {chosen}")
-    for seed, info in enumerate(stages):
-        print(f"run {seed} ({stamp}-s{seed}, code {versions[seed]}): {json.dumps(info)}")
+    for version, info in zip(versions, stages):
+        print(f"run {version}: {json.dumps(info, default=str)}")
     common = {"benchmark": benchmark, "dataset": dataset, "backend": backend, "runs": seeds, "varied": vary,
               "run_ids": f"{stamp}-s0..{seeds - 1}"}
     for row in summary.itertuples():
@@ -227,6 +251,14 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
         print(json.dumps({**common, "paired": {key: round(value, 5) if isinstance(value, float) else value
                                                for key, value in entry.items()}}))
     print(json.dumps({**common, "chosen_on_validation": chosen}))
+
+
+def label_model(model: str, label: str) -> str:
+    return f"{model}[{label}]" if label else model
+
+
+DESCRIPTION_VARIANTS = {"layer0": ["graph.layers=0"], "encoder": ["graph.backend=encoder"],
+                        "llm": ["graph.backend=llm"]}
 
 
 def parse_grid(entries: list[str]) -> list[dict[str, str]]:
@@ -310,6 +342,20 @@ def add_commands(commands) -> None:
         comparison.set_defaults(run=lambda args, name=name, variants=variants: compare_models(
             name, args.models.split(",") if args.models else [args.backbone + variant for variant in variants],
             args.dataset, args.config, args.overrides, args.seeds, args.backend, args.vary, args.name))
+    graph = commands.add_parser("descriptions", help="lightgcn against lightgcn+desc with layer-0 text, the "
+                                                     "encoder and the LLM aggregator (GaCLLM)")
+    add_data_arguments(graph, dataset_required=True)
+    graph.add_argument("--seeds", type=int, default=5, help="runs (a headline table needs >= 5)")
+    graph.add_argument("--llm-nodes", type=int, default=500,
+                       help="graph.max_llm_nodes of the LLM variant (0 leaves that variant out)")
+    graph.add_argument("--with", dest="extra", default="",
+                       help="comma-separated models trained beside lightgcn for scale, e.g. comirec_sa")
+    graph.add_argument("--name", default=None, help="run ids <name>[-<variant>]-s<i>; an earlier name resumes it")
+    graph.set_defaults(run=lambda args: compare_models(
+        "descriptions", ["lightgcn", *filter(None, args.extra.split(","))], args.dataset, args.config,
+        args.overrides, args.seeds, "encoder", "init", args.name,
+        [(label, ["lightgcn+desc"], settings + ([f"graph.max_llm_nodes={args.llm_nodes}"] if label == "llm" else []))
+         for label, settings in DESCRIPTION_VARIANTS.items() if label != "llm" or args.llm_nodes]))
     pairs = commands.add_parser("paired", help="paired CIs of every model of finished runs against one of them")
     pairs.add_argument("runs", nargs="+", help="run directories (the same models in each)")
     pairs.add_argument("--against", required=True, help="the reference model, e.g. comirec_sa")
