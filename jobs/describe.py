@@ -55,13 +55,32 @@ def layer_rows(node_type: str, node_ids: np.ndarray, layer: int, texts, statuses
                          "detail": details})
 
 
-def llm_layer(config: dict, layer: int, ids: dict, texts: dict, samples: dict, chosen: dict):
-    """One LLM pass of `layer` over the chosen nodes: {type: (positions, texts, statuses, keys,
-    details)} and the stage's LLM statistics."""
-    from rec_core.llm.prompt_cache import PromptCache
-    from rec_core.llm.stage import cache_folder, run_prompts
+def layer0_texts(run: Run):
+    """The protocol graph, the node ids ({type: ids}) and the layer-0 texts ({type: list})."""
+    items = run.read_table("items")
+    graph = visible_graph(run.read_table("interactions"), run.read_table("user_splits"), len(items),
+                          run.config["split"]["history_fraction"])
+    titles, user_items = items["title"].tolist(), run.config["graph"]["user_items"]
+    texts = {ITEM: items["text"].tolist(),
+             USER: [user_layer0_text([titles[i] for i in graph.neighbours(USER, row)[:user_items]])
+                    for row in range(graph.num_users)]}
+    return graph, {USER: graph.user_ids, ITEM: np.arange(graph.num_items)}, texts
 
-    graph_config = config["graph"]
+
+def layer_samples(graph, ids: dict, layer: int, graph_config: dict) -> dict:
+    return {t: [sample_neighbours(graph, t, index, layer, graph_config["neighbours"], graph_config["seed"])
+                for index in range(len(ids[t]))] for t in (USER, ITEM)}
+
+
+def llm_nodes(ids: dict, graph_config: dict) -> dict:
+    """{type: mask} of the nodes the LLM rewrites: the `graph.max_llm_nodes` budget (0 = all)."""
+    budgets = split_budget(graph_config["max_llm_nodes"], len(ids[USER]), len(ids[ITEM]))
+    return {t: select_nodes(t, ids[t], budget, graph_config["seed"]) for t, budget in zip((USER, ITEM), budgets)}
+
+
+def description_requests(graph_config: dict, ids: dict, texts: dict, samples: dict, chosen: dict) -> pd.DataFrame:
+    """The LLM requests of one layer for the chosen nodes ({type: mask}), users first; request id
+    "<type>:<id>"."""
     schema = description_schema(graph_config["max_chars"])
     frames = []
     for node_type in (USER, ITEM):
@@ -73,7 +92,17 @@ def llm_layer(config: dict, layer: int, ids: dict, texts: dict, samples: dict, c
             "user": [node_prompt(node_type, texts[node_type][p], [other[q] for q in samples[node_type][p]],
                                  graph_config["own_chars"], graph_config["neighbour_chars"]) for p in positions],
             "schema": schema}))
-    requests = pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def llm_layer(config: dict, ids: dict, texts: dict, samples: dict, chosen: dict):
+    """One LLM pass over the chosen nodes: {type: (positions, texts, statuses, keys, details)} and
+    the stage's LLM statistics."""
+    from rec_core.llm.prompt_cache import PromptCache
+    from rec_core.llm.stage import cache_folder, run_prompts
+
+    graph_config = config["graph"]
+    requests = description_requests(graph_config, ids, texts, samples, chosen)
     answers, stats = run_prompts(requests, config["llm"], PromptCache(cache_folder(config)),
                                  cache_flush_rows=config["llm"]["cache_flush_rows"])
     by_request = answers.set_index("request_id")
@@ -101,29 +130,21 @@ def describe(run: Run) -> dict:
     config, graph_config = run.config, run.config["graph"]
     with run.stage("describe") as info:
         items = run.read_table("items")
-        graph = visible_graph(run.read_table("interactions"), run.read_table("user_splits"), len(items),
-                              config["split"]["history_fraction"])
+        graph, ids, texts = layer0_texts(run)
         encoder = TextEncoder(config["semantic"]["encoder_model"], text_cache_folder(config))
-        ids = {USER: graph.user_ids, ITEM: np.arange(graph.num_items)}
-        titles = items["title"].tolist()
-        texts = {ITEM: items["text"].tolist(),
-                 USER: [user_layer0_text([titles[i] for i in graph.neighbours(USER, row)[: graph_config["user_items"]]])
-                        for row in range(graph.num_users)]}
         vectors = {node_type: encoder.encode(texts[node_type]) for node_type in (USER, ITEM)}
         descriptions = [layer_rows(t, ids[t], 0, texts[t], OK, "layer0", "", "") for t in (USER, ITEM)]
         embeddings = [(0, vectors)]
-        budgets = dict(zip((USER, ITEM), split_budget(graph_config["max_llm_nodes"], graph.num_users, graph.num_items)))
-        chosen = {t: select_nodes(t, ids[t], budgets[t], graph_config["seed"]) for t in (USER, ITEM)}
+        chosen = llm_nodes(ids, graph_config)
         layers = []
         for layer in range(1, graph_config["layers"] + 1):
             began = time.perf_counter()
-            samples = {t: [sample_neighbours(graph, t, index, layer, graph_config["neighbours"], graph_config["seed"])
-                           for index in range(len(ids[t]))] for t in (USER, ITEM)}
+            samples = layer_samples(graph, ids, layer, graph_config)
             mixed = {t: mix_embeddings(vectors[t], samples[t], vectors[OTHER[t]], graph_config["mix"])
                      for t in (USER, ITEM)}
             record: dict = {"layer": layer}
             new_texts, frames = {}, []
-            llm = llm_layer(config, layer, ids, texts, samples, chosen) if graph_config["backend"] == "llm" else None
+            llm = llm_layer(config, ids, texts, samples, chosen) if graph_config["backend"] == "llm" else None
             for t in (USER, ITEM):
                 count = len(ids[t])
                 detail = [f"embedding mix of own and {len(s)} neighbours" for s in samples[t]]
@@ -150,7 +171,7 @@ def describe(run: Run) -> dict:
             embeddings.append((layer, vectors))
             layers.append(record)
             log.info("describe: layer %d %s", layer, json.dumps(record))
-        labels = [list(labels) for labels in items["labels"]] if "labels" in items else [[] for _ in titles]
+        labels = [list(labels) for labels in items["labels"]] if "labels" in items else [[] for _ in range(len(items))]
         diagnostic = {f"layer_{layer}": label_probe(layer_vectors[ITEM], labels, graph_config["seed"])
                       for layer, layer_vectors in embeddings}
         table = pd.concat(descriptions, ignore_index=True)

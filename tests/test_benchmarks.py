@@ -12,7 +12,7 @@ def test_every_benchmark_is_a_sub_command(capsys):
         main(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    for name in ("baselines", "alignment", "ablation", "descriptions", "paired", "sweep", "llm-throughput", "llm-cache", "grouping",
+    for name in ("baselines", "alignment", "ablation", "descriptions", "paired", "sweep", "llm-throughput", "llm-cache", "describe-cache", "grouping",
                  "max-cover"):
         assert name in text
 
@@ -24,3 +24,33 @@ def test_sweep_grid_is_every_combination():
     assert points[-1] == {"contrast.weight": "0.1", "contrast.temperature": "0.5"}
     with pytest.raises(ConfigError, match="expected key=value1,value2"):
         parse_grid(["contrast.weight"])
+
+
+def test_new_interactions_go_to_training_users_after_their_latest_item():
+    import numpy as np
+    import pandas as pd
+
+    from jobs.benchmarks.llm import add_interactions
+
+    interactions = pd.DataFrame({"user_id": [0, 0, 1, 1, 2, 2], "item_id": [0, 1, 1, 2, 2, 3], "ts": [1, 2, 1, 5, 3, 4]})
+    splits = pd.DataFrame({"user_id": [0, 1, 2], "split": ["train", "train", "test"]})
+    changed, picked = add_interactions(interactions, splits, share=0.5, rng=np.random.default_rng(0))
+    assert len(picked) == 2 and set(picked) == {0, 1} and len(changed) == 8
+    for user in picked:
+        rows = changed[changed["user_id"] == user]
+        assert rows["ts"].iloc[-1] == interactions[interactions["user_id"] == user]["ts"].max() + 1
+        assert rows["item_id"].iloc[-1] not in set(rows["item_id"].iloc[:-1])
+    assert changed["user_id"].is_monotonic_increasing and changed.dtypes.equals(interactions.dtypes)
+
+
+def test_presented_text_is_the_latest_written_one():
+    import pandas as pd
+
+    from jobs.benchmarks.llm import presented_texts
+
+    table = pd.DataFrame({"node_type": ["user"] * 3 + ["item"] * 3, "node_id": [4] * 3 + [7] * 3,
+                          "layer": [0, 1, 2] * 2, "text": ["u0", "u1", "u2", "i0", "", ""],
+                          "backend": ["layer0", "llm", "llm", "layer0", "encoder", "encoder"]})
+    shown = presented_texts(table, layers=2)
+    assert [s[("user", 4)] for s in shown] == ["u0", "u1", "u2"]
+    assert [s[("item", 7)] for s in shown] == ["i0", "i0", "i0"]

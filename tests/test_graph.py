@@ -169,7 +169,7 @@ def test_graph_models_learn_beyond_popularity_and_score_from_frozen_vectors(name
         with pytest.raises(ValueError, match="needs the graph descriptions"):
             GraphTraining(name, TRAIN, data, 0, graph)
     recipe = GraphTraining(name, TRAIN, data, 0, graph, descriptions=group_descriptions(graph) if described else None,
-                           desc={"weight": 0.1, "temperature": 0.2} if described else None)
+                           desc={"weight": 0.1, "temperature": 0.2, "nodes_per_batch": 64} if described else None)
     recipe.setup()
     assert recipe.examples() == len(edge_set(graph))
     last = recipe.train()

@@ -12,7 +12,8 @@ in public re-evaluations; early stopping on validation Recall@50 as for the othe
 (jobs.describe; layer min(l, graph.layers) when there are fewer description layers than
 propagation layers), projected to the ID space by one linear map per layer, P_l = T_l W_l. The
 alignment loss is GaCLLM's per-layer contrastive alignment: InfoNCE between E_l and P_l of the
-batch's nodes (users and target items), both directions, averaged over layers, weighted by
+batch's nodes (users and target items; at most `desc.nodes_per_batch` of them, drawn by the recipe,
+since InfoNCE costs the square of the count), both directions, averaged over layers, weighted by
 `desc.weight`. Fusion (the paper fuses per layer; how is not specified): the final representation
 is mean over l of (E_l + P_l), so the descriptions shift every layer's embedding and scoring stays
 a dot product.
@@ -77,22 +78,29 @@ class LightGCN(nn.Module):
         text = self.descriptions[min(layer, len(self.descriptions) - 1)]
         return self.projections[layer](text if nodes is None else text[nodes])
 
-    def node_vectors(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+    def node_vectors(self, embeddings: list[torch.Tensor], nodes: torch.Tensor | None = None) -> torch.Tensor:
+        """The fused final vectors of `nodes` (graph rows; None = every node). Only the rows a batch
+        needs are projected: the projections are per node, the propagation is not."""
+        if nodes is not None:
+            embeddings = [e[nodes] for e in embeddings]
         if self.described:
-            embeddings = [e + self.projected(layer) for layer, e in enumerate(embeddings)]
+            embeddings = [e + self.projected(layer, nodes) for layer, e in enumerate(embeddings)]
         return torch.stack(embeddings).mean(0)
 
-    def forward(self, user_rows: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    def forward(self, user_rows: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor,
+                align_nodes: torch.Tensor | None = None) -> torch.Tensor:
+        """Sampled softmax of the batch's edges; `align_nodes` (graph rows, default: the batch's users
+        and target items) are the nodes of the description alignment."""
         embeddings = self.layer_embeddings()
-        final = self.node_vectors(embeddings)
-        users, items = final[user_rows], final[self.num_users:]
-        positive = (users * items[targets]).sum(-1, keepdim=True)
-        negative = users @ items[negatives].T
+        final = self.node_vectors(embeddings, torch.cat([user_rows, self.num_users + targets, self.num_users + negatives]))
+        users, positives, negative_items = final.split([len(user_rows), len(targets), len(negatives)])
+        positive = (users * positives).sum(-1, keepdim=True)
+        negative = users @ negative_items.T
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         logits = torch.cat([positive, negative], 1)
         loss = F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
         if self.described and self.desc_weight > 0:
-            nodes = torch.unique(torch.cat([user_rows, self.num_users + targets]))
+            nodes = align_nodes if align_nodes is not None else torch.unique(torch.cat([user_rows, self.num_users + targets]))
             alignment = torch.stack([info_nce(e[nodes], self.projected(layer, nodes), self.desc_temperature)
                                      for layer, e in enumerate(embeddings)]).mean()
             loss = loss + self.desc_weight * alignment

@@ -124,6 +124,8 @@ class TrainConfig(Section):
     gcn_layers: int = Field(2, ge=1, description="lightgcn: propagation layers")
     gcn_batch_size: int = Field(2048, ge=1, description="lightgcn: edges per batch (each batch propagates the "
                                                         "whole graph)")
+    gcn_learning_rate: Optional[float] = Field(None, gt=0, description="lightgcn: Adam learning rate (None = "
+                                                                       "learning_rate)")
     max_samples_per_epoch: int = Field(0, ge=0, description="0 = every (user, position) pair of the training users")
     eval_batch_size: int = Field(1024, ge=1, description="users scored per batch in validation")
 
@@ -199,6 +201,8 @@ class GraphConfig(Section):
 class DescConfig(Section):
     weight: float = Field(0.1, ge=0, description="lightgcn+desc: weight of the layer-wise description alignment")
     temperature: float = Field(0.2, gt=0, description="lightgcn+desc: InfoNCE temperature of the alignment")
+    nodes_per_batch: int = Field(512, ge=2, description="lightgcn+desc: nodes aligned per batch, drawn from the "
+                                                        "batch's users and items (the cost is quadratic in it)")
 
 
 class LLMConfig(Section):

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class GraphTraining(MultiInterestTraining):
     """`descriptions`: per description layer, [users + items, text dim] text embeddings in graph
     node order (users by row, then items); required for `lightgcn+desc`, with `desc` = {"weight",
-    "temperature"}."""
+    "temperature", "nodes_per_batch"}."""
 
     def __init__(self, model_name: str, train_config: dict, data: ProtocolData, seed: int, graph: BipartiteGraph,
                  rank: int = 0, world_size: int = 1, descriptions: list[np.ndarray] | None = None,
@@ -41,6 +41,9 @@ class GraphTraining(MultiInterestTraining):
                         **({"desc_weight": self.desc["weight"], "desc_temperature": self.desc["temperature"]}
                            if texts else {}))
 
+    def learning_rate(self) -> float:
+        return self.config["gcn_learning_rate"] or self.config["learning_rate"]
+
     def prepare_examples(self) -> None:
         self.edges_ = self.graph.edges()
         if len(self.edges_[0]) == 0:
@@ -55,8 +58,15 @@ class GraphTraining(MultiInterestTraining):
         return self.config["gcn_batch_size"]
 
     def batch(self, chosen: np.ndarray, crowd_draws: torch.Generator) -> tuple[tuple, dict]:
-        user_rows, items = self.edges_
-        return (torch.as_tensor(user_rows[chosen]), torch.as_tensor(items[chosen])), {}
+        """The batch's edges; for lightgcn+desc also the alignment nodes: the batch's users and target
+        items, `desc.nodes_per_batch` of them drawn from the auxiliary stream when there are more."""
+        user_rows, items = (torch.as_tensor(column[chosen]) for column in self.edges_)
+        if not is_described(self.model_name):
+            return (user_rows, items), {}
+        nodes = torch.unique(torch.cat([user_rows, self.graph.num_users + items]))
+        if len(nodes) > self.desc["nodes_per_batch"]:
+            nodes = nodes[torch.randperm(len(nodes), generator=crowd_draws)[: self.desc["nodes_per_batch"]]]
+        return (user_rows, items), {"align_nodes": nodes}
 
     def score_fn(self):
         self.model_.freeze()

@@ -86,7 +86,7 @@ class MultiInterestTraining:
         torch.manual_seed(self.seed)
         torch.set_num_threads(max(1, int(self.config["cpus_per_worker"])))
         self.model_ = self.build_model()
-        self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.config["learning_rate"],
+        self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate(),
                                            weight_decay=self.config["weight_decay"])
         self.epoch_, self.best_metric_, self.bad_epochs_, self.history_ = 0, -1.0, 0, []
         self.best_model_state_ = copy.deepcopy(self.model_.state_dict())
@@ -103,6 +103,9 @@ class MultiInterestTraining:
 
     def build_model(self):
         return build_model(self.model_name, self.data.num_items, self.config)
+
+    def learning_rate(self) -> float:
+        return self.config["learning_rate"]
 
     def prepare_examples(self) -> None:
         """The training pairs, and the packed clusters of the auxiliary losses."""
