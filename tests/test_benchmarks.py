@@ -12,7 +12,7 @@ def test_every_benchmark_is_a_sub_command(capsys):
         main(["--help"])
     assert done.value.code == 0
     text = capsys.readouterr().out
-    for name in ("baselines", "alignment", "ablation", "descriptions", "paired", "sweep", "llm-throughput", "llm-cache", "describe-cache", "grouping",
+    for name in ("baselines", "alignment", "ablation", "descriptions", "paired", "sweep", "llm-throughput", "llm-cache", "describe-cache", "describe-cost", "grouping",
                  "max-cover"):
         assert name in text
 

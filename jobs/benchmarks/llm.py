@@ -4,6 +4,7 @@
     python -m jobs.benchmark llm-cache --dataset movielens-100k --changed 0.01
     python -m jobs.benchmark grouping --dataset amazon-beauty --backend llm semantic.max_users=300
     python -m jobs.benchmark describe-cache --dataset movielens-100k graph.max_llm_nodes=200
+    python -m jobs.benchmark describe-cost --datasets movielens-100k,movielens-1m,amazon-beauty --neighbours 5,10,20
 
 `llm-throughput` sends the same semantic-grouping prompts (real users of the data set, the
 project's JSON schema per row; `--source descriptions`: the graph descriptions' layer-1 prompts) to the same model four ways, one after the other in one run:
@@ -29,6 +30,10 @@ counts those independently from the two runs' graphs and node_descriptions table
 sampled neighbours' previous-layer texts and the sample itself; no prompt rendered, no cache
 read) and compares both the counts and the node sets. It also prints the first run's LLM calls,
 tokens and seconds per layer.
+
+`describe-cost` renders and tokenizes every node's layer-1 description prompt (no generation) for
+each data set and `graph.neighbours` value: calls per layer and prompt tokens, how they grow with
+the graph and with the neighbour count.
 
 `grouping` ingests a data set and runs the semantic stage with one backend, then prints the user
 statistics (ok / repaired / failed), clusters per user, coherence against random partitions of
@@ -293,6 +298,38 @@ def describe_cache(dataset: str, config_path: str | None, overrides: list[str], 
                       "layers": layers}))
 
 
+def describe_cost(datasets: list[str], config_path: str | None, overrides: list[str], neighbours: list[int]) -> None:
+    """LLM calls and prompt tokens of the graph descriptions, without generating: every node's
+    layer-1 prompt rendered with the model's chat template and tokenized, per data set and
+    `graph.neighbours`. Calls per layer are the node count (every node, no budget); layer >= 2
+    prompts read generated texts of at most `graph.max_chars` where layer 1 reads catalogue texts
+    and templates, so their tokens are bounded the same way."""
+    from transformers import AutoTokenizer
+
+    from jobs.describe import description_requests, layer0_texts, layer_samples, llm_nodes
+    from rec_core.llm.stage import render_prompts, resolve_model
+
+    rows = []
+    for dataset in datasets:
+        run = ingested_run(dataset, config_path, overrides, "describe-cost")
+        model = resolve_model(run.config["llm"])
+        tokenizer = AutoTokenizer.from_pretrained(model)
+        graph, ids, texts = layer0_texts(run)
+        for k in neighbours:
+            graph_config = {**run.config["graph"], "neighbours": k, "max_llm_nodes": 0}
+            requests = description_requests(graph_config, ids, texts, layer_samples(graph, ids, 1, graph_config),
+                                            llm_nodes(ids, graph_config))
+            prompts = render_prompts(model, requests["system"], requests["user"])
+            tokens = np.array([len(ids_) for ids_ in tokenizer(prompts, add_special_tokens=False)["input_ids"]])
+            rows.append({"dataset": dataset, "users": graph.num_users, "items": graph.num_items,
+                         "edges": int(len(graph.user_items)), "neighbours": k, "calls_per_layer": len(requests),
+                         "input_tokens_per_layer": int(tokens.sum()), "mean_prompt_tokens": round(float(tokens.mean()), 1),
+                         "max_prompt_tokens": int(tokens.max())})
+            print(json.dumps({"benchmark": "describe-cost", **rows[-1]}), flush=True)
+    print("\n== graph-description cost per layer (layer-1 prompts, chat template included; no generation)")
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
 # --------------------------------------------------------------------------------------- grouping
 
 def grouping(dataset: str, config_path: str | None, overrides: list[str], backend: str, examples: int) -> None:
@@ -341,6 +378,14 @@ def add_commands(commands) -> None:
     described.add_argument("--change-seed", type=int, default=0)
     described.set_defaults(run=lambda args: describe_cache(args.dataset, args.config, args.overrides, args.changed,
                                                            args.change_seed))
+    cost = commands.add_parser("describe-cost", help="graph-description LLM calls and prompt tokens per layer by "
+                                                     "data set and graph.neighbours (no generation)")
+    cost.add_argument("--datasets", default="movielens-100k,movielens-1m,amazon-beauty")
+    cost.add_argument("--neighbours", default="5,10,20")
+    cost.add_argument("--config", default=None, help="YAML run config under the overrides")
+    cost.add_argument("overrides", nargs="*", help="key=value config overrides")
+    cost.set_defaults(run=lambda args: describe_cost(args.datasets.split(","), args.config, args.overrides,
+                                                     [int(k) for k in args.neighbours.split(",")]))
     group = commands.add_parser("grouping", help="semantic grouping statistics, coherence and examples")
     group.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
     group.add_argument("--examples", type=int, default=3)
