@@ -12,7 +12,7 @@ from rec_core.models.names import is_neural
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 from rec_core.train.ray_train import fit_with_ray_train
-from rec_core.train.scoring import save_model
+from rec_core.train.scoring import model_config, save_model
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def train(run: Run) -> None:
     for name in pending:
         with run.stage(f"train:{name}") as info:
             state = fit_with_ray_train(name, run.config, run.root)
-            save_model(run.root / "models" / name, name, num_items, run.config["train"], state)
+            save_model(run.root / "models" / name, name, num_items, model_config(name, run.config), state)
             info["epochs"] = state["epoch"]
             info["best_valid_recall@50"] = state["best_metric"]
             info["train_samples_per_s"] = state["history"][-1]["samples_per_s"] if state["history"] else None

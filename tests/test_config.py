@@ -45,7 +45,7 @@ def test_values_parse_to_their_types(override, key, value):
 @pytest.mark.parametrize("override,message", [
     ("train.epoch=3", "unknown config key 'train.epoch' (known in train: num_workers,"),
     ("nosuch=3", "unknown config key 'nosuch' (known at the top: run_id,"),
-    ("models=[gru4rec]", "config key 'models': got ['gru4rec']; unknown model 'gru4rec'"),
+    ("models=[narm]", "config key 'models': got ['narm']; unknown model 'narm'"),
     ("models=popularity+align", "only mind, comirec_dr, comirec_sa, remi, sasrec take"),
     ("models=comirec_sa+contrast+align", "in that order"),
     ("split.ratios=[0.5,0.1,0.1]", "config key 'split.ratios': got [0.5, 0.1, 0.1]; must be three positive shares"),

@@ -130,3 +130,30 @@ def test_refresh_with_graph_models_describes_then_trains_and_serves_without_the_
     recall = metrics[(metrics["split"] == "valid") & (metrics["metric"] == "recall") & (metrics["k"] == 50)]
     best = {m: stages[f"train:{m}"]["best_valid_recall@50"] for m in ("lightgcn", "lightgcn+desc")}
     assert recall.set_index("model")["value"].drop("popularity").to_dict() == pytest.approx(best)
+
+
+def test_session_data_trains_and_evaluates_on_the_session_protocol(local_ray, data_dir, tmp_path):
+    """HetRec-ML sessions: FPMC (teacher size) and STAMP (student size) on Ray Train, every model
+    evaluated on the session protocol: one target per valid/test session, ranked from its prefix."""
+    config = load_config(None, [f"output_dir={tmp_path}", "run_id=sessions", f"data.data_dir={data_dir}", *QUICK,
+                                "data.dataset=sessions-hetrec-ml", "models=[popularity,fpmc,stamp+student]"])
+    refresh(config)
+    root = tmp_path / "sessions"
+    stages = json.loads((root / "manifest.json").read_text())["stages"]
+    assert [s for s in stages] == ["ingest", "train:fpmc", "train:stamp+student", "evaluate", "export"]
+    splits = pq.read_table(root / "session_splits").to_pandas()
+    test_sessions = set(splits.loc[splits["split"] == "test", "session_id"])
+    per_user = pq.read_table(root / "user_metrics").to_pandas()
+    evaluated = per_user[per_user["split"] == "test"].groupby("model")["user_id"].apply(set)
+    assert all(sessions == test_sessions for sessions in evaluated)
+    hits = per_user[(per_user["split"] == "test") & (per_user["metric"] == "hit_rate")]
+    assert set(hits["value"]) <= {0.0, 1.0}  # one target per session
+    recs = pq.read_table(root / "recommendations").to_pandas()
+    prefixes = {(int(s), int(i)) for s, prefix in zip(splits["session_id"], splits["prefix"]) for i in prefix}
+    assert not prefixes & set(zip(recs["user_id"], recs["item_id"]))  # a session's own items are not ranked
+    sizes = pq.read_table(root / "item_embeddings").to_pandas().groupby("model")["embedding"].first().map(len)
+    assert sizes.to_dict() == {"fpmc": 2 * 100, "stamp+student": 10}
+    metrics = pq.read_table(root / "metrics").to_pandas()
+    recall = metrics[(metrics["split"] == "valid") & (metrics["metric"] == "recall") & (metrics["k"] == 50)]
+    best = {m: stages[f"train:{m}"]["best_valid_recall@50"] for m in ("fpmc", "stamp+student")}
+    assert recall.set_index("model")["value"].drop("popularity").to_dict() == pytest.approx(best)

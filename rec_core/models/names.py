@@ -14,6 +14,10 @@ reading a history; `lightgcn+desc` adds the GaCLLM graph-hop descriptions (jobs.
 with and fused into its layer embeddings. The history-based losses (+align, +contrast) do not apply
 to it, and +desc applies to nothing else.
 
+`fpmc`, `stamp` and `gru4rec` (rec_core.session.models) are session-based backbones, trained and
+evaluated on the session protocol only; `+student` builds one at the student size
+(`session.student_dim`) instead of the teacher's (`session.teacher_dim`).
+
 It lives in `rec_core.models` because a name says which model is built, and it imports nothing (no
 torch), so config validation (`rec_core.run.config`), the training recipe, Ray Train and the
 refresh DAG (which stages a set of models needs) all use it without loading a model.
@@ -23,12 +27,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa", "remi", "sasrec", "lightgcn")
-NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa", "remi", "sasrec", "lightgcn")
+BASE_MODELS = ("popularity", "mind", "comirec_dr", "comirec_sa", "remi", "sasrec", "lightgcn", "fpmc", "stamp",
+               "gru4rec")
+NEURAL_BASES = ("mind", "comirec_dr", "comirec_sa", "remi", "sasrec", "lightgcn", "fpmc", "stamp", "gru4rec")
 GRAPH_BASES = ("lightgcn",)  # trained on the user-item graph (rec_core.graph), not on histories
-HISTORY_BASES = tuple(base for base in NEURAL_BASES if base not in GRAPH_BASES)  # read a user's history
+SESSION_BASES = ("fpmc", "stamp", "gru4rec")  # session protocol only (rec_core.session)
+HISTORY_BASES = tuple(base for base in NEURAL_BASES
+                      if base not in GRAPH_BASES + SESSION_BASES)  # read a user's history
 VARIANTS = ("align", "contrast", "shuffled")  # the history models' suffixes, in their only allowed order
 GRAPH_VARIANTS = ("desc",)
+SESSION_VARIANTS = ("student",)  # the student size (session.student_dim) instead of the teacher's
 AUXILIARY = ("align", "contrast")  # the variants that add a loss on clusters
 
 
@@ -58,6 +66,14 @@ class ModelName:
         return self.base in GRAPH_BASES
 
     @property
+    def session(self) -> bool:
+        return self.base in SESSION_BASES
+
+    @property
+    def student(self) -> bool:
+        return "student" in self.variants
+
+    @property
     def neural(self) -> bool:
         return self.base in NEURAL_BASES
 
@@ -74,6 +90,10 @@ def parse_model_name(name: str) -> ModelName:
         if variants not in ([], list(GRAPH_VARIANTS)):
             raise ValueError(f"model {name!r}: {base} takes only +{'/+'.join(GRAPH_VARIANTS)} (the graph-hop "
                              "descriptions); +align and +contrast need a history model")
+        return ModelName(base, tuple(variants))
+    if base in SESSION_BASES:
+        if variants not in ([], list(SESSION_VARIANTS)):
+            raise ValueError(f"model {name!r}: {base} takes only +{'/+'.join(SESSION_VARIANTS)} (the student size)")
         return ModelName(base, tuple(variants))
     if variants and base not in NEURAL_BASES:
         raise ValueError(f"model {name!r}: only {', '.join(HISTORY_BASES)} take +{'/+'.join(VARIANTS)}")
@@ -112,6 +132,10 @@ def is_described(name: str) -> bool:
 
 def is_graph_model(name: str) -> bool:
     return parse_model_name(name).graph
+
+
+def is_session_model(name: str) -> bool:
+    return parse_model_name(name).session
 
 
 def is_neural(name: str) -> bool:

@@ -226,6 +226,11 @@ class LLMConfig(Section):
                                                         "loses at most this many)")
 
 
+class SessionConfig(Section):
+    teacher_dim: int = Field(100, ge=1, description="session models: embedding size of the teacher (ALKDRec: d = 100)")
+    student_dim: int = Field(10, ge=1, description="session models with +student: the student's size (d = 10)")
+
+
 class EvalConfig(Section):
     ks: Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_as_list)] = Field([10, 20, 50], min_length=1, description="cut-offs of Recall, "
                                                                                           "NDCG and HitRate")
@@ -242,7 +247,8 @@ class RunConfig(Section):
     seed: int = Field(2026, ge=0, description="seeds model initialisation and sampling (split.seed seeds the "
                                               "split)")
     models: Annotated[list[str], BeforeValidator(_as_list)] = Field(DEFAULT_MODELS, min_length=1, description="models to train and evaluate: "
-                                                                        "<base>[+align][+contrast][+shuffled], lightgcn[+desc]")
+                                                                        "<base>[+align][+contrast][+shuffled], lightgcn[+desc], "
+                                                                        "fpmc|stamp|gru4rec[+student] (session data)")
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
@@ -252,6 +258,7 @@ class RunConfig(Section):
     contrast: ContrastConfig = ContrastConfig()
     graph: GraphConfig = GraphConfig()
     desc: DescConfig = DescConfig()
+    session: SessionConfig = SessionConfig()
     llm: LLMConfig = LLMConfig()
     eval: EvalConfig = EvalConfig()
 

@@ -23,8 +23,10 @@ from rec_core.data.splits import build_protocol
 from rec_core.graph.bipartite import ITEM, USER, visible_graph
 from rec_core.interests.coherence import shuffled_clusters
 from rec_core.models.names import parse_model_name
+from rec_core.session.protocol import session_protocol
 from rec_core.train.graph_recipe import GraphTraining
 from rec_core.train.recipe import MultiInterestTraining
+from rec_core.train.session_recipe import SessionTraining
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +46,21 @@ def load_clusters(run_root: str | Path, table_name: str = "user_semantic_cluster
             for key, group in table.groupby(id_column)}
 
 
+def is_session_run(run_root: str | Path) -> bool:
+    """Session data (the ingest stage wrote `session_splits`): trained and evaluated on the session protocol."""
+    return (Path(run_root) / "session_splits").is_dir()
+
+
 def load_protocol(run_root: str | Path, history_fraction: float):
+    """The run's ProtocolData: the session protocol for session data (rec_core.session.protocol;
+    every model is trained and evaluated on it), else the ComiRec user protocol."""
     run_root = Path(run_root)
+    num_items = pq.read_metadata(run_root / "items" / "part-0.parquet").num_rows
+    if is_session_run(run_root):
+        return session_protocol(pq.read_table(run_root / "sessions").to_pandas(),
+                                pq.read_table(run_root / "session_splits").to_pandas(), num_items)
     interactions = pq.read_table(run_root / "interactions").to_pandas()
     user_splits = pq.read_table(run_root / "user_splits").to_pandas()
-    num_items = pq.read_metadata(run_root / "items" / "part-0.parquet").num_rows
     return build_protocol(interactions, user_splits, num_items, history_fraction)
 
 
@@ -73,8 +85,15 @@ def load_descriptions(run_root: str | Path, graph) -> list[np.ndarray]:
 def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTraining:
     """The recipe of the configured model, its inputs read from the run's tables."""
     run_root = loop_config["run_root"]
-    data = load_protocol(run_root, loop_config["history_fraction"])
     spec = parse_model_name(loop_config["model"])
+    if spec.session != is_session_run(run_root) and (spec.session or spec.graph):
+        raise ValueError(f"{loop_config['model']}: " + (
+            "a session model needs session data (data.dataset=sessions-hetrec-ml or sessions-amazon-games)"
+            if spec.session else "the graph models run on the user protocol, not on session data"))
+    data = load_protocol(run_root, loop_config["history_fraction"])
+    if spec.session:
+        return SessionTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
+                               loop_config["session"], loop_config["max_prefix"], rank=rank, world_size=world)
     if spec.graph:
         tables = {name: pq.read_table(Path(run_root) / name).to_pandas() for name in ("interactions", "user_splits")}
         graph = visible_graph(tables["interactions"], tables["user_splits"], data.num_items,
@@ -140,6 +159,7 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: 
         _train_loop_per_worker,
         train_loop_config={"model": model_name, "train": train_config, "seed": config["seed"],
                            "align": config["align"], "contrast": config["contrast"], "desc": config["desc"],
+                           "session": config["session"], "max_prefix": config["split"]["session_max_prefix"],
                            "run_root": str(run_root),
                            "history_fraction": config["split"]["history_fraction"]},
         scaling_config=ray.train.ScalingConfig(

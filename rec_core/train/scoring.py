@@ -11,9 +11,18 @@ from rec_core.data.splits import ProtocolData, Sequences
 from rec_core.models.lightgcn import LightGCN
 from rec_core.models.multi_interest import Popularity, build_model, pad_histories
 from rec_core.models.names import parse_model_name
+from rec_core.session.models import build_session_model
 from rec_core.train.recipe import model_score_fn
 
 MODEL_FILE = "model.pt"
+
+
+def model_config(name: str, config: dict) -> dict:
+    """What rebuilds model `name` from its weights: the train section, and for a session model the
+    prefix length it reads (split.session_max_prefix) and its sizes (the session section)."""
+    if not parse_model_name(name).session:
+        return config["train"]
+    return {**config["train"], "max_history": config["split"]["session_max_prefix"], "session": config["session"]}
 
 
 def save_model(folder: Path, name: str, num_items: int, train_config: dict, state: dict) -> None:
@@ -40,7 +49,11 @@ class Scorer:
             self._score = lambda rows, histories, user_ids: self.model.score_users(user_ids)
             return
         self.max_history = saved["train_config"]["max_history"]
-        self.model = build_model(name, saved["num_items"], saved["train_config"])
+        if parse_model_name(name).session:
+            self.model = build_session_model(name, saved["num_items"], saved["train_config"],
+                                             saved["train_config"]["session"])
+        else:
+            self.model = build_model(name, saved["num_items"], saved["train_config"])
         self.model.load_state_dict(saved["weights"])
         self.model.eval()
         self._score = model_score_fn(self.model, self.max_history, self.num_items)
