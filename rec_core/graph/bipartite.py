@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rec_core.data.splits import build_protocol
+from rec_core.data.splits import ProtocolData, build_protocol
 
 USER, ITEM = "user", "item"
 NODE_TYPE_CODE = {USER: 0, ITEM: 1}
@@ -83,15 +83,20 @@ def graph_from_visible(user_ids: np.ndarray, users: np.ndarray, items: np.ndarra
                           item_offsets, rows[by_item].astype(np.int64))
 
 
-def visible_graph(interactions: pd.DataFrame, user_splits: pd.DataFrame, num_items: int,
-                  history_fraction: float) -> BipartiteGraph:
-    """The protocol's graph: training sequences plus valid/test histories (module docstring)."""
-    data = build_protocol(interactions, user_splits, num_items, history_fraction)
+def protocol_graph(data: ProtocolData) -> BipartiteGraph:
+    """The graph of already built protocol data: training sequences plus valid/test histories
+    (module docstring); its users are every user of the three splits."""
     parts = [data.train, data.valid.histories, data.test.histories]
     users = np.concatenate([np.repeat(p.user_ids, np.diff(p.offsets)) for p in parts])
     items = np.concatenate([p.items for p in parts])
     times = np.concatenate([p.times if p.times is not None else np.arange(len(p.items)) for p in parts])
-    return graph_from_visible(user_splits["user_id"].to_numpy(np.int64), users, items, times, num_items)
+    return graph_from_visible(np.concatenate([p.user_ids for p in parts]), users, items, times, data.num_items)
+
+
+def visible_graph(interactions: pd.DataFrame, user_splits: pd.DataFrame, num_items: int,
+                  history_fraction: float) -> BipartiteGraph:
+    """The protocol's graph of the run's tables (protocol_graph of build_protocol)."""
+    return protocol_graph(build_protocol(interactions, user_splits, num_items, history_fraction))
 
 
 def sample_neighbours(graph: BipartiteGraph, node_type: str, index: int, layer: int, k: int,

@@ -130,13 +130,5 @@ def is_described(name: str) -> bool:
     return parse_model_name(name).described
 
 
-def is_graph_model(name: str) -> bool:
-    return parse_model_name(name).graph
-
-
-def is_session_model(name: str) -> bool:
-    return parse_model_name(name).session
-
-
 def is_neural(name: str) -> bool:
     return parse_model_name(name).neural

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import torch
 
 from rec_core.data.splits import build_protocol
-from rec_core.graph.bipartite import ITEM, USER, visible_graph
+from rec_core.graph.bipartite import ITEM, USER, protocol_graph
 from rec_core.interests.coherence import shuffled_clusters
 from rec_core.models.names import parse_model_name
 from rec_core.session.protocol import session_protocol
@@ -86,18 +86,18 @@ def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTrain
     """The recipe of the configured model, its inputs read from the run's tables."""
     run_root = loop_config["run_root"]
     spec = parse_model_name(loop_config["model"])
-    if spec.session != is_session_run(run_root) and (spec.session or spec.graph):
-        raise ValueError(f"{loop_config['model']}: " + (
-            "a session model needs session data (data.dataset=sessions-hetrec-ml or sessions-amazon-games)"
-            if spec.session else "the graph models run on the user protocol, not on session data"))
+    session_data = is_session_run(run_root)
+    if spec.session and not session_data:
+        raise ValueError(f"{loop_config['model']}: a session model needs session data "
+                         "(data.dataset=sessions-hetrec-ml or sessions-amazon-games)")
+    if spec.graph and session_data:
+        raise ValueError(f"{loop_config['model']}: the graph models run on the user protocol, not on session data")
     data = load_protocol(run_root, loop_config["history_fraction"])
     if spec.session:
         return SessionTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
                                loop_config["session"], loop_config["max_prefix"], rank=rank, world_size=world)
     if spec.graph:
-        tables = {name: pq.read_table(Path(run_root) / name).to_pandas() for name in ("interactions", "user_splits")}
-        graph = visible_graph(tables["interactions"], tables["user_splits"], data.num_items,
-                              loop_config["history_fraction"])
+        graph = protocol_graph(data)
         return GraphTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"], graph,
                              rank=rank, world_size=world,
                              descriptions=load_descriptions(run_root, graph) if spec.described else None,
