@@ -37,8 +37,9 @@ def evaluate_run(run: Run) -> pd.DataFrame:
                 users = user_metrics(scorer, eval_set, data.num_items, ks=ks, batch_size=batch)
                 per_user.append(users.assign(model=name, split=split))
                 figures = users.groupby(["metric", "k"])["value"].mean()
-                log.info("%s %s: recall@50 %.4f ndcg@50 %.4f (%d users)", name, split,
-                         figures.get(("recall", 50), float("nan")), figures.get(("ndcg", 50), float("nan")),
+                k = max(ks)
+                log.info("%s %s: recall@%d %.4f ndcg@%d %.4f (%d users)", name, split, k,
+                         figures.get(("recall", k), float("nan")), k, figures.get(("ndcg", k), float("nan")),
                          users["user_id"].nunique())
         per_user = pd.concat(per_user, ignore_index=True)[["model", "split", "user_id", "metric", "k", "value"]]
         metrics = per_user.groupby(["model", "split", "metric", "k"], sort=False)["value"].mean().reset_index()

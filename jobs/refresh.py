@@ -1,9 +1,11 @@
 """The refresh job: ingest -> [semantic] -> [synthesize -> crowd_semantic] -> [describe] -> train ->
-evaluate -> export into <output_dir>/<run_id>/.
+[distill] -> evaluate -> export into <output_dir>/<run_id>/.
 
 The semantic stage (user-individual interests) runs when a configured model has "+align"; the
 crowd stages (cliques, max-cover synthesized users, their interests) when one has "+contrast"; the
-graph-hop descriptions (GaCLLM) when one has "+desc".
+graph-hop descriptions (GaCLLM) when one has "+desc"; the distillation of session students
+(ALKDRec, jobs.distill) when one has "+distill". Session data sets (session_splits) are trained and
+evaluated on the session protocol (configs/sessions-hetrec-ml.yaml; `python -m jobs.distill`).
 
     python -m jobs.refresh                                  # ML-100K, all models, local Ray
     python -m jobs.refresh --config configs/amazon-beauty.yaml run_id=nightly
@@ -19,13 +21,14 @@ import time
 
 from jobs.crowd_semantic import crowd_semantic
 from jobs.describe import describe
+from jobs.distill import distill
 from jobs.evaluate import evaluate_run, metrics_table
 from jobs.export import export
 from jobs.ingest import ingest
 from jobs.semantic import semantic
 from jobs.synthesize import synthesize
 from jobs.train import train
-from rec_core.models.names import is_aligned, is_contrastive, is_described
+from rec_core.models.names import is_aligned, is_contrastive, is_described, is_distilled
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 
@@ -39,6 +42,8 @@ def stages_for(models: list[str]) -> list[tuple[str, object]]:
         stages[1:1] = [("synthesize", synthesize), ("crowd_semantic", crowd_semantic)]
     if any(is_described(model) for model in models):  # lightgcn+desc trains on its embeddings
         stages.insert(stages.index(("train", train)), ("describe", describe))
+    if any(is_distilled(model) for model in models):  # after its teacher and student are trained
+        stages.insert(stages.index(("train", train)) + 1, ("distill", distill))
     if any(is_aligned(model) for model in models):
         stages.insert(1, ("semantic", semantic))  # the aligned models train on its clusters
     return stages
@@ -54,7 +59,7 @@ def refresh(config: dict, stop_after: str | None = None) -> Run:
     if stop_after is not None:
         stages = stages[: [name for name, _ in stages].index(stop_after) + 1]
     for stage, function in stages:
-        if stage != "train" and run.stage_done(stage):
+        if stage not in ("train", "distill") and run.stage_done(stage):
             log.info("stage %s already done in this run: skipped", stage)
             if stage == "evaluate":
                 print(metrics_table(run.read_table("metrics")), flush=True)

@@ -2,13 +2,14 @@
 
 Each model is its own sub-stage `train:<model>`: a finished model is skipped on rerun, an
 interrupted one resumes from its last checkpoint. The best weights (validation Recall@50) are
-written to <run>/models/<model>/model.pt. Popularity needs no training."""
+written to <run>/models/<model>/model.pt. Popularity needs no training; a distilled student
+(`+distill`) is fine-tuned by the distill stage after its teacher and student (jobs.distill)."""
 
 from __future__ import annotations
 
 import logging
 
-from rec_core.models.names import is_neural
+from rec_core.models.names import is_distilled, is_neural
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 from rec_core.train.ray_train import fit_with_ray_train
@@ -27,18 +28,28 @@ def init_ray() -> None:
 
 def train(run: Run) -> None:
     pending = [name for name in run.config["models"]
-               if is_neural(name) and not run.stage_done(f"train:{name}")]
+               if is_neural(name) and not is_distilled(name) and not run.stage_done(f"train:{name}")]
     if not pending:
         return
     init_ray()
     num_items = len(run.read_table("items"))
     for name in pending:
-        with run.stage(f"train:{name}") as info:
-            state = fit_with_ray_train(name, run.config, run.root)
-            save_model(run.root / "models" / name, name, num_items, model_config(name, run.config), state)
-            info["epochs"] = state["epoch"]
-            info["best_valid_recall@50"] = state["best_metric"]
-            info["train_samples_per_s"] = state["history"][-1]["samples_per_s"] if state["history"] else None
+        train_model(run, name, num_items)
+
+
+def train_model(run: Run, name: str, num_items: int) -> dict:
+    """The sub-stage `train:<name>`: Ray Train, the best weights saved; its manifest record."""
+    with run.stage(f"train:{name}") as info:
+        state = fit_with_ray_train(name, run.config, run.root)
+        save_model(run.root / "models" / name, name, num_items, model_config(name, run.config), state)
+        info["epochs"] = state["epoch"]
+        info["best_valid_recall@50"] = state["best_metric"]
+        info["train_samples_per_s"] = state["history"][-1]["samples_per_s"] if state["history"] else None
+        scores = [epoch["valid_recall@50"] for epoch in state["history"]]
+        # the first epoch reaching the best score (0 for a distilled student whose fine-tuning never
+        # beat the student it started from: then it is that student unchanged)
+        info["best_epoch"] = next((e + 1 for e, s in enumerate(scores) if s >= state["best_metric"]), 0)
+    return info
 
 
 def main(argv=None) -> None:

@@ -157,3 +157,47 @@ def test_graph_descriptions_through_the_llm_for_two_layers(llm_run, tmp_path, da
     assert [r["llm"]["cache_hits"] for r in again["layers"]] == [6, 6]
     assert again["text_encoder"]["embedded"] == 0  # and every text from the embedding cache
     assert run.read_table("node_descriptions").equals(descriptions)
+
+
+def test_session_distillation_with_the_llm_teacher_on_ray_train(llm_run, tmp_path, data_dir):
+    """ALKDRec end to end on HetRec-ML: teacher and student on Ray Train, the active selection, the
+    real LLM writing the hints and ranking 4 selected sessions through the Ray Data + vLLM stage
+    (schema: only the teacher's candidates, exactly 25), the encoder teacher on 6 random ones, both
+    students fine-tuned on Ray Train and evaluated on the session protocol. A rerun of the ranking
+    sends nothing."""
+    from jobs.distill import rank_sessions
+    from jobs.refresh import refresh
+
+    llm_model, encoder_model = "fpmc+student+distill.llm.4", "fpmc+student+distill.encoder.random.6"
+    overrides = [f"output_dir={tmp_path}", "run_id=alkd", f"data.data_dir={data_dir}",
+                 "data.dataset=sessions-hetrec-ml", "train.epochs=1", "train.max_samples_per_epoch=3000",
+                 "train.cpus_per_worker=1", "session.teacher_dim=16", "session.student_dim=4", "distill.epochs=2",
+                 "eval.ks=[5,10,20]", "eval.top_k=20", f"models=[fpmc,fpmc+student,{llm_model},{encoder_model}]"]
+    run = refresh(load_config(None, overrides))
+    stages = run.manifest["stages"]
+    assert list(stages) == ["ingest", "train:fpmc", "train:fpmc+student", "distill", f"train:{llm_model}",
+                            f"train:{encoder_model}", "evaluate", "export"]
+    rankings = run.read_table("llm_rankings")
+    assert rankings.groupby("backend").size().to_dict() == {"encoder": 6, "llm": 4}
+    assert set(rankings["status"]) <= {"ok", "repaired", "failed"}
+    llm = rankings[rankings["backend"] == "llm"]
+    assert llm["cache_key"].str.len().eq(64).all()
+    assert (llm["detail"].ne("") | llm["status"].eq("ok")).all()  # every repair or failure says why
+    for ranked, status in zip(rankings["ranked_ids"], rankings["status"]):
+        assert status == "failed" or (len(ranked) == 25 and len(set(ranked)) == 25)
+    selections = run.read_table("distill_selections")
+    assert selections.groupby("model").size().to_dict() == {llm_model: 4, encoder_model: 6}
+    teachers = stages["distill"]["teachers"]
+    assert teachers["fpmc/llm"]["calls"] == 5 and teachers["fpmc/llm"]["rankings"]["errors"] == 0
+    assert teachers["fpmc/llm"]["hints_prompt"]["errors"] == 0 and teachers["fpmc/llm"]["hint_cases_shown"] >= 1
+    assert teachers["fpmc/llm"]["rankings"]["output_tokens"] > 0
+    assert set(teachers["fpmc/encoder"]["list_quality"]) == {"target_in_top5", "target_in_top10", "target_in_top25"}
+    metrics = run.read_table("metrics")
+    assert {llm_model, encoder_model} <= set(metrics["model"])
+    for model in (llm_model, encoder_model):
+        assert stages[f"train:{model}"]["best_valid_recall@50"] >= stages["train:fpmc+student"]["best_valid_recall@50"]
+
+    again = rank_sessions(Run(load_config(None, overrides)), [llm_model, encoder_model])
+    assert again["teachers"]["fpmc/llm"]["rankings"]["sent"] == 0
+    assert again["teachers"]["fpmc/llm"]["hints_prompt"]["sent"] == 0
+    assert run.read_table("llm_rankings").equals(rankings)

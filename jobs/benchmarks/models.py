@@ -134,18 +134,20 @@ ABLATION_VARIANTS = ["", "+align", "+contrast", "+align+contrast", "+contrast+sh
 METRICS = ["recall", "ndcg", "hit_rate", "valid_recall"]
 
 
-PAIRED_METRICS = [("recall", 50), ("ndcg", 50), ("recall", 20), ("ndcg", 20)]
+def paired_metrics(cutoffs=(20, 50)) -> list[tuple[str, int]]:
+    """Recall and NDCG at each cut-off, the largest first."""
+    return [(metric, k) for k in sorted(cutoffs, reverse=True) for metric in ("recall", "ndcg")]
 SEED_KEYS = {"init": ["seed"], "split": ["split.seed"], "both": ["seed", "split.seed"]}
 
 
-def print_paired(per_user: pd.DataFrame, models: list[str], reference: str) -> list[dict]:
+def print_paired(per_user: pd.DataFrame, models: list[str], reference: str, cutoffs=(20, 50)) -> list[dict]:
     """Each model against `reference` on per-user test rows (user_metrics, optionally with a run
     column): paired differences with bootstrap 95% CIs, printed, and returned as dicts."""
     print(f"\npaired against {reference} (per-user differences, each user averaged over its runs; "
           "bootstrap 95% CI):")
     paired = []
     for model in models:
-        for metric, k in PAIRED_METRICS:
+        for metric, k in paired_metrics(cutoffs):
             difference = paired_difference(per_user[per_user["model"] == model],
                                            per_user[per_user["model"] == reference], metric, k)
             paired.append({"model": model, "against": reference, **difference.as_dict()})
@@ -182,7 +184,8 @@ STAGE_FIGURES = {"semantic": ("users", "clusters_per_user", "coherence", "second
 
 def compare_models(benchmark: str, models: list[str], dataset: str, config_path: str | None,
                    overrides: list[str], seeds: int, backend: str, vary: str = "init",
-                   name: str | None = None, variants: list[tuple[str, list[str], list[str]]] = ()) -> None:
+                   name: str | None = None, variants: list[tuple[str, list[str], list[str]]] = (),
+                   cutoffs=(20, 50)) -> pd.DataFrame:
     """`models` trained in `seeds` runs, run i setting the seeds named by `vary` to 2026 + i
     ("init": initialisation and sampling, on one split; "split": the split, one initialisation;
     "both"). Prints the test metrics' mean ± std over runs, then each model against the first
@@ -222,7 +225,7 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
                            for stage, figures in STAGE_FIGURES.items()
                            if (info := run.manifest["stages"].get(stage)) is not None})
     table = pd.concat(rows)
-    table = table[table["k"].isin([20, 50]) & table["metric"].isin(METRICS)]
+    table = table[(table["k"].isin(cutoffs) | (table["metric"] == "valid_recall")) & table["metric"].isin(METRICS)]
     summary = table.groupby(["model", "metric", "k"])["value"].agg(["mean", "std"]).reset_index()
     summary["model"] = pd.Categorical(summary["model"], models)
     summary["metric"] = pd.Categorical(summary["metric"], METRICS)
@@ -236,7 +239,7 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
     wide = wide.pivot(index="model", columns=["metric", "k"], values="cell")
     wide.columns = [f"{metric}@{k}" for metric, k in wide.columns]
     print(wide.to_string())
-    paired = print_paired(per_user, models[1:], models[0])
+    paired = print_paired(per_user, models[1:], models[0], cutoffs)
     valid = summary[summary["metric"] == "valid_recall"].set_index("model")["mean"]
     chosen = str(valid.idxmax())
     print(f"chosen on validation (mean best valid Recall@50): {chosen}")
@@ -251,6 +254,7 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
         print(json.dumps({**common, "paired": {key: round(value, 5) if isinstance(value, float) else value
                                                for key, value in entry.items()}}))
     print(json.dumps({**common, "chosen_on_validation": chosen}))
+    return summary
 
 
 def label_model(model: str, label: str) -> str:

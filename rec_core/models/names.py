@@ -16,7 +16,11 @@ to it, and +desc applies to nothing else.
 
 `fpmc`, `stamp` and `gru4rec` (rec_core.session.models) are session-based backbones, trained and
 evaluated on the session protocol only; `+student` builds one at the student size
-(`session.student_dim`) instead of the teacher's (`session.teacher_dim`).
+(`session.student_dim`) instead of the teacher's (`session.teacher_dim`). `<base>+student+distill`
+is that student fine-tuned by ALKDRec's distillation (jobs.distill) from the teacher `<base>`;
+options after dots override the `distill` section for that model, in any order: a selection
+policy (alkdrec, binary, random, easiest, hardest), a teacher backend (llm, encoder, teacher) and a
+budget (a number of sessions), e.g. `fpmc+student+distill.random.llm.250`.
 
 It lives in `rec_core.models` because a name says which model is built, and it imports nothing (no
 torch), so config validation (`rec_core.run.config`), the training recipe, Ray Train and the
@@ -36,7 +40,9 @@ HISTORY_BASES = tuple(base for base in NEURAL_BASES
                       if base not in GRAPH_BASES + SESSION_BASES)  # read a user's history
 VARIANTS = ("align", "contrast", "shuffled")  # the history models' suffixes, in their only allowed order
 GRAPH_VARIANTS = ("desc",)
-SESSION_VARIANTS = ("student",)  # the student size (session.student_dim) instead of the teacher's
+SESSION_VARIANTS = ("student", "distill")  # the student size; then distilled from the teacher
+DISTILL_POLICIES = ("alkdrec", "binary", "random", "easiest", "hardest")  # rec_core.session.selection
+DISTILL_TEACHERS = ("llm", "encoder", "teacher")  # rec_core.session.teachers
 AUXILIARY = ("align", "contrast")  # the variants that add a loss on clusters
 
 
@@ -44,6 +50,7 @@ AUXILIARY = ("align", "contrast")  # the variants that add a loss on clusters
 class ModelName:
     base: str
     variants: tuple[str, ...]
+    distill_options: tuple[tuple[str, object], ...] = ()  # (("selection", "random"), ("budget", 250), ...)
 
     @property
     def aligned(self) -> bool:
@@ -74,8 +81,35 @@ class ModelName:
         return "student" in self.variants
 
     @property
+    def distilled(self) -> bool:
+        return "distill" in self.variants
+
+    @property
+    def teacher(self) -> str:
+        """A distilled model's conventional teacher (the base at teacher size)."""
+        return self.base
+
+    @property
+    def student_name(self) -> str:
+        """The trained student a distilled model starts from."""
+        return f"{self.base}+student"
+
+    @property
     def neural(self) -> bool:
         return self.base in NEURAL_BASES
+
+
+def _distill_options(name: str, options: list[str]) -> tuple[tuple[str, object], ...]:
+    found: dict[str, object] = {}
+    for option in options:
+        key = ("selection" if option in DISTILL_POLICIES else "teacher" if option in DISTILL_TEACHERS
+               else "budget" if option.isdigit() and int(option) > 0 else None)
+        if key is None or key in found:
+            raise ValueError(f"model {name!r}: distill options are one policy ({', '.join(DISTILL_POLICIES)}), "
+                             f"one teacher ({', '.join(DISTILL_TEACHERS)}) and one budget (a positive number), "
+                             f"each at most once; got {option!r}")
+        found[key] = int(option) if key == "budget" else option
+    return tuple(sorted(found.items()))
 
 
 def parse_model_name(name: str) -> ModelName:
@@ -92,9 +126,12 @@ def parse_model_name(name: str) -> ModelName:
                              "descriptions); +align and +contrast need a history model")
         return ModelName(base, tuple(variants))
     if base in SESSION_BASES:
-        if variants not in ([], list(SESSION_VARIANTS)):
-            raise ValueError(f"model {name!r}: {base} takes only +{'/+'.join(SESSION_VARIANTS)} (the student size)")
-        return ModelName(base, tuple(variants))
+        options = variants[-1].split(".")[1:] if variants else []
+        variants = [variant.split(".")[0] for variant in variants]
+        if variants not in ([], ["student"], list(SESSION_VARIANTS)) or (options and variants[-1:] != ["distill"]):
+            raise ValueError(f"model {name!r}: {base} takes only +student (the student size), then +distill"
+                             "[.options] (the student distilled from the teacher)")
+        return ModelName(base, tuple(variants), _distill_options(name, options))
     if variants and base not in NEURAL_BASES:
         raise ValueError(f"model {name!r}: only {', '.join(HISTORY_BASES)} take +{'/+'.join(VARIANTS)}")
     in_order = [v for v in VARIANTS if v in variants]
@@ -132,3 +169,7 @@ def is_described(name: str) -> bool:
 
 def is_neural(name: str) -> bool:
     return parse_model_name(name).neural
+
+
+def is_distilled(name: str) -> bool:
+    return parse_model_name(name).distilled

@@ -13,8 +13,9 @@ from rec_core.data.datasets import DataError
 from rec_core.run.config import ConfigError, keys_help, load_config
 
 
-def parse(argv: list[str] | None, description: str) -> dict | None:
-    """The resolved config, or None when --print-config printed it (the caller then stops)."""
+def parse(argv: list[str] | None, description: str, default_config_file: str | None = None) -> dict | None:
+    """The resolved config, or None when --print-config printed it (the caller then stops).
+    `default_config_file`: the job's own defaults when no --config is given (e.g. jobs.distill)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="options (key=value; type = default, then meaning):\n" + keys_help())
     parser.add_argument("--config", help="YAML run config (see configs/); overrides come on top of it")
@@ -26,7 +27,7 @@ def parse(argv: list[str] | None, description: str) -> dict | None:
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config or default_config_file, overrides)
     if args.print_config:
         print(config_yaml(config), end="")
         return None
@@ -51,10 +52,10 @@ def setup_logging() -> None:
                         stream=sys.stderr, force=True)
 
 
-def main_guard(function, argv=None, description="") -> None:
+def main_guard(function, argv=None, description="", default_config_file: str | None = None) -> None:
     """Run a job; a bad config or bad data ends with one clear line per problem and exit code 2."""
     try:
-        config = parse(argv, description)
+        config = parse(argv, description, default_config_file)
         if config is not None:
             function(config)
     except (ConfigError, DataError) as error:

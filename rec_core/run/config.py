@@ -231,6 +231,45 @@ class SessionConfig(Section):
     student_dim: int = Field(10, ge=1, description="session models with +student: the student's size (d = 10)")
 
 
+class DistillConfig(Section):
+    selection: Literal["alkdrec", "binary", "random", "easiest", "hardest"] = Field(
+        "alkdrec", description="<base>+student+distill: which training sessions the teacher ranks "
+                               "(rec_core.session.selection)")
+    teacher: Literal["llm", "encoder", "teacher"] = Field(
+        "encoder", description="who ranks them: the LLM stage, the text re-ranking of the teacher's candidates, "
+                               "or the conventional teacher itself (rec_core.session.teachers)")
+    budget: int = Field(500, ge=1, description="sessions ranked and distilled (ALKDRec: 500)")
+    mu: float = Field(10.0, gt=0, description="alkdrec / binary: effective gain 1 / difficulty rank ^ mu")
+    outcome_ratio: Annotated[list[float], BeforeValidator(_as_list)] = Field(
+        [1.0, 5.0, 4.0], min_length=3, max_length=3, description="effective : similar : incorrect LLM predictions")
+    similar_gain: float = Field(0.5, ge=0, description="gain of a similar prediction, times the effective gain")
+    incorrect_loss: float = Field(0.5, ge=0, description="loss of an incorrect prediction, times the effective gain")
+    candidates: int = Field(50, ge=2, description="the teacher's top items a teacher backend reorders")
+    list_length: int = Field(25, ge=1, description="ranked ids per session (the 3/2/1 loss bands: 1-5, 6-15, 16-25)")
+    hint_cases: int = Field(20, ge=1, description="llm: random training cases the hints prompt shows")
+    hint_chars: int = Field(600, ge=16, description="llm: the hints, at most")
+    text_weight: float = Field(0.5, ge=0, le=1, description="encoder: weight of text similarity against the "
+                                                            "teacher's score")
+    epochs: int = Field(20, ge=1, description="fine-tuning epochs over the distilled sessions, at most")
+    patience: int = Field(3, ge=1, description="fine-tuning epochs without a better validation Recall@50")
+    batch_size: int = Field(64, ge=1, description="distilled sessions per fine-tuning batch")
+    learning_rate: float = Field(0.001, gt=0, description="fine-tuning Adam learning rate (ALKDRec: 1e-3)")
+
+    @field_validator("outcome_ratio")
+    @classmethod
+    def _positive_ratio(cls, value: list[float]) -> list[float]:
+        if min(value) < 0 or sum(value) <= 0:
+            raise ValueError("must be three non-negative shares (effective, similar, incorrect), not all zero")
+        return value
+
+    @model_validator(mode="after")
+    def _list_fits(self) -> "DistillConfig":
+        if self.list_length > self.candidates:
+            raise ValueError(f"distill.list_length ({self.list_length}) must be <= distill.candidates "
+                             f"({self.candidates}): a teacher reorders the candidates")
+        return self
+
+
 class EvalConfig(Section):
     ks: Annotated[list[Annotated[int, Field(ge=1)]], BeforeValidator(_as_list)] = Field([10, 20, 50], min_length=1, description="cut-offs of Recall, "
                                                                                           "NDCG and HitRate")
@@ -248,7 +287,7 @@ class RunConfig(Section):
                                               "split)")
     models: Annotated[list[str], BeforeValidator(_as_list)] = Field(DEFAULT_MODELS, min_length=1, description="models to train and evaluate: "
                                                                         "<base>[+align][+contrast][+shuffled], lightgcn[+desc], "
-                                                                        "fpmc|stamp|gru4rec[+student] (session data)")
+                                                                        "fpmc|stamp|gru4rec[+student[+distill[.options]]] (session data)")
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
@@ -259,6 +298,7 @@ class RunConfig(Section):
     graph: GraphConfig = GraphConfig()
     desc: DescConfig = DescConfig()
     session: SessionConfig = SessionConfig()
+    distill: DistillConfig = DistillConfig()
     llm: LLMConfig = LLMConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -266,7 +306,11 @@ class RunConfig(Section):
     @classmethod
     def _known_models(cls, value: list[str]) -> list[str]:
         for name in value:
-            parse_model_name(name)
+            spec = parse_model_name(name)
+            missing = [need for need in (spec.teacher, spec.student_name) if spec.distilled and need not in value]
+            if missing:
+                raise ValueError(f"{name} is distilled from the teacher {spec.teacher} into the student "
+                                 f"{spec.student_name}: add {' and '.join(missing)} to models")
         return value
 
 

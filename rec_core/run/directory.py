@@ -31,12 +31,12 @@ log = logging.getLogger(__name__)
 # id must not change them, or finished stages would be reused with other settings. Free to change:
 # `models` (may grow: new models are trained, finished ones kept), `output_dir`, `run_id`, and the
 # LLM engine's resources (replicas, batch size, CPUs, cache location), which do not change answers.
-PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd", "contrast", "graph", "desc", "session", "eval",
+PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd", "contrast", "graph", "desc", "session", "distill", "eval",
                    "llm.model", "llm.max_tokens", "llm.temperature", "llm.max_model_len")
 
 # Sections that only the train stage and those after it read. Two runs whose configs differ in
 # nothing else produce the same tables before training, so `fork_upstream` may share them.
-TRAINING_SECTIONS = ("train", "align", "contrast", "desc", "session")
+TRAINING_SECTIONS = ("train", "align", "contrast", "desc", "session", "distill")
 UPSTREAM_STAGES = ("ingest", "semantic", "synthesize", "crowd_semantic", "describe")
 
 

@@ -24,6 +24,7 @@ from rec_core.graph.bipartite import ITEM, USER, protocol_graph
 from rec_core.interests.coherence import shuffled_clusters
 from rec_core.models.names import parse_model_name
 from rec_core.session.protocol import session_protocol
+from rec_core.train.distill_recipe import DistillTraining
 from rec_core.train.graph_recipe import GraphTraining
 from rec_core.train.recipe import MultiInterestTraining
 from rec_core.train.session_recipe import SessionTraining
@@ -31,6 +32,7 @@ from rec_core.train.session_recipe import SessionTraining
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+MODEL_FILE = "model.pt"  # a trained model's best weights under <run>/models/<model>/ (rec_core.train.scoring)
 
 
 def load_clusters(run_root: str | Path, table_name: str = "user_semantic_clusters",
@@ -82,6 +84,24 @@ def load_descriptions(run_root: str | Path, graph) -> list[np.ndarray]:
     return layers
 
 
+def distilled_sessions(run_root: str | Path, model: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """The prefixes and ranked lists a distilled model fine-tunes on: its selected sessions
+    (`distill_selections`) with their teacher backend's lists (`llm_rankings`), failed ones left out."""
+    run_root = Path(run_root)
+    for table in ("distill_selections", "llm_rankings"):
+        if not (run_root / table).is_dir():
+            raise FileNotFoundError(f"{run_root / table} not found: run the distill stage before training {model}")
+    selections = pq.read_table(run_root / "distill_selections").to_pandas()
+    selections = selections[selections["model"] == model].sort_values("order")
+    rankings = pq.read_table(run_root / "llm_rankings").to_pandas()
+    rankings = rankings[rankings["status"] != "failed"]
+    chosen = selections.merge(rankings, on=["session_id", "teacher", "backend"], how="inner", sort=False)
+    splits = pq.read_table(run_root / "session_splits").to_pandas().set_index("session_id")
+    prefixes = [np.asarray(splits.at[s, "prefix"], np.int64) for s in chosen["session_id"]]
+    ranked = np.stack([np.asarray(r, np.int64) for r in chosen["ranked_ids"]]) if len(chosen) else np.zeros((0, 0))
+    return prefixes, ranked
+
+
 def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTraining:
     """The recipe of the configured model, its inputs read from the run's tables."""
     run_root = loop_config["run_root"]
@@ -93,6 +113,16 @@ def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTrain
     if spec.graph and session_data:
         raise ValueError(f"{loop_config['model']}: the graph models run on the user protocol, not on session data")
     data = load_protocol(run_root, loop_config["history_fraction"])
+    if spec.distilled:
+        distill = loop_config["distill"]
+        fine_tuning = {**loop_config["train"], "epochs": distill["epochs"], "patience": distill["patience"],
+                       "batch_size": distill["batch_size"], "learning_rate": distill["learning_rate"],
+                       "max_samples_per_epoch": 0}
+        student = torch.load(Path(run_root) / "models" / spec.student_name / MODEL_FILE, weights_only=False)
+        prefixes, ranked = distilled_sessions(run_root, loop_config["model"])
+        return DistillTraining(loop_config["model"], fine_tuning, data, loop_config["seed"], loop_config["session"],
+                               loop_config["max_prefix"], student["weights"], prefixes, ranked, rank=rank,
+                               world_size=world)
     if spec.session:
         return SessionTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
                                loop_config["session"], loop_config["max_prefix"], rank=rank, world_size=world)
@@ -159,7 +189,7 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: 
         _train_loop_per_worker,
         train_loop_config={"model": model_name, "train": train_config, "seed": config["seed"],
                            "align": config["align"], "contrast": config["contrast"], "desc": config["desc"],
-                           "session": config["session"], "max_prefix": config["split"]["session_max_prefix"],
+                           "session": config["session"], "distill": config["distill"], "max_prefix": config["split"]["session_max_prefix"],
                            "run_root": str(run_root),
                            "history_fraction": config["split"]["history_fraction"]},
         scaling_config=ray.train.ScalingConfig(

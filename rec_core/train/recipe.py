@@ -98,11 +98,15 @@ class MultiInterestTraining:
             self.best_model_state_ = state["best_model"]
             log.info("%s: resumed after epoch %d (best %s %.4f)", self.model_name, self.epoch_,
                      SELECTION_METRIC, self.best_metric_)
-        self.trainable_ = wrap_model(self.model_) if wrap_model else self.model_
+        self.trainable_ = wrap_model(self.objective()) if wrap_model else self.objective()
         self.prepare_examples()
 
     def build_model(self):
         return build_model(self.model_name, self.data.num_items, self.config)
+
+    def objective(self):
+        """The module whose forward is the training loss (the one DDP wraps): the model itself."""
+        return self.model_
 
     def learning_rate(self) -> float:
         return self.config["learning_rate"]

@@ -12,9 +12,8 @@ from rec_core.models.lightgcn import LightGCN
 from rec_core.models.multi_interest import Popularity, build_model, pad_histories
 from rec_core.models.names import parse_model_name
 from rec_core.session.models import build_session_model
+from rec_core.train.ray_train import MODEL_FILE
 from rec_core.train.recipe import model_score_fn
-
-MODEL_FILE = "model.pt"
 
 
 def model_config(name: str, config: dict) -> dict:
