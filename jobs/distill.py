@@ -52,8 +52,8 @@ from rec_core.models.names import is_distilled, parse_model_name
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run, text_cache_folder
 from rec_core.session.protocol import evaluation_sessions
-from rec_core.session.selection import select_sessions, session_difficulty
-from rec_core.session.teachers import (FAILED, HINTS_SYSTEM, OK, RANKING_SYSTEM, hints_prompt, hints_schema,
+from rec_core.session.selection import hardness_ranks, select_sessions, session_difficulty
+from rec_core.session.teachers import (FAILED, HINT_LIST, HINTS_SYSTEM, OK, RANKING_SYSTEM, hints_prompt, hints_schema,
                                        list_quality, prompt_char_budget, ranking_prompt, ranking_schema, read_hints, text_rerank,
                                        validate_ranking)
 from rec_core.train.ray_train import is_session_run, load_protocol
@@ -78,6 +78,8 @@ class TeacherView:
         vectors = scorer.interests(pool.histories)[:, 0]
         self.difficulty = session_difficulty(vectors, scorer.item_vectors(), pool.histories.offsets,
                                              pool.histories.items)
+        # 0 = the hardest session, 1 = the easiest: where a selection sits in the pool
+        self.hardness_share = (hardness_ranks(self.difficulty) - 1) / max(len(self.difficulty) - 1, 1)
         _, ranking = evaluate(scorer, pool, data.num_items, ks=[distill["candidates"]],
                               keep_top=distill["candidates"], batch_size=run.config["train"]["eval_batch_size"])
         self.candidates, self.scores = ranking.item_ids, ranking.scores
@@ -109,7 +111,7 @@ def llm_lists(run: Run, view: TeacherView, pool, rows: np.ndarray, titles: list[
                                                                                       len(pool.user_ids)), replace=False)
     hints_system = HINTS_SYSTEM.format(max_chars=distill["hint_chars"])
     case_text, shown = hints_prompt([([titles[i] for i in pool.histories.sequence(r)],
-                                      [titles[i] for i in view.candidates[r, :20]]) for r in cases],
+                                      [titles[i] for i in view.candidates[r, :HINT_LIST]]) for r in cases],
                                     prompt_char_budget(config["llm"]["max_model_len"], config["llm"]["max_tokens"],
                                                        hints_system))
     hints_answer, hints_stats = run_prompts(pd.DataFrame({
@@ -159,9 +161,6 @@ def rank_sessions(run: Run, names: list[str]) -> dict:
         rows, probabilities = select_sessions(settings["selection"], view.difficulty, settings["budget"],
                                               config["seed"], settings["mu"], settings["outcome_ratio"],
                                               settings["similar_gain"], settings["incorrect_loss"])
-        hardness_rank = np.empty(len(view.difficulty))
-        hardness_rank[np.argsort(-view.difficulty, kind="stable")] = np.arange(len(view.difficulty))
-        share = hardness_rank[rows] / max(len(view.difficulty) - 1, 1)  # 0 = the hardest, 1 = the easiest
         selections.append(pd.DataFrame({"model": name, "order": np.arange(len(rows)),
                                         "session_id": pool.user_ids[rows], "difficulty": view.difficulty[rows],
                                         "probability": probabilities, "teacher": spec.teacher,
@@ -169,7 +168,7 @@ def rank_sessions(run: Run, names: list[str]) -> dict:
         info["selection"][name] = {"policy": settings["selection"], "teacher": settings["teacher"],
                                    "sessions": int(len(rows)), "pool": int(len(view.difficulty)),
                                    "hardness_rank_share_quartiles": [round(float(q), 3) for q in
-                                                                     np.quantile(share, [0, 0.25, 0.5, 0.75, 1])]}
+                                                                     np.quantile(view.hardness_share[rows], [0, 0.25, 0.5, 0.75, 1])]}
     chosen = pd.concat(selections, ignore_index=True)
     rankings = []
     for (teacher, backend), group in chosen.groupby(["teacher", "backend"], sort=True):

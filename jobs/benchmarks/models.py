@@ -137,6 +137,8 @@ METRICS = ["recall", "ndcg", "hit_rate", "valid_recall"]
 def paired_metrics(cutoffs=(20, 50)) -> list[tuple[str, int]]:
     """Recall and NDCG at each cut-off, the largest first."""
     return [(metric, k) for k in sorted(cutoffs, reverse=True) for metric in ("recall", "ndcg")]
+
+
 SEED_KEYS = {"init": ["seed"], "split": ["split.seed"], "both": ["seed", "split.seed"]}
 
 

@@ -32,7 +32,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rec_core.data.datasets import BUILTIN
-from rec_core.models.names import parse_model_name
+from rec_core.models.names import DISTILL_POLICIES, DISTILL_TEACHERS, parse_model_name
 
 
 class ConfigError(ValueError):
@@ -232,10 +232,10 @@ class SessionConfig(Section):
 
 
 class DistillConfig(Section):
-    selection: Literal["alkdrec", "binary", "random", "easiest", "hardest"] = Field(
+    selection: Literal[DISTILL_POLICIES] = Field(
         "alkdrec", description="<base>+student+distill: which training sessions the teacher ranks "
                                "(rec_core.session.selection)")
-    teacher: Literal["llm", "encoder", "teacher"] = Field(
+    teacher: Literal[DISTILL_TEACHERS] = Field(
         "encoder", description="who ranks them: the LLM stage, the text re-ranking of the teacher's candidates, "
                                "or the conventional teacher itself (rec_core.session.teachers)")
     budget: int = Field(500, ge=1, description="sessions ranked and distilled (ALKDRec: 500)")

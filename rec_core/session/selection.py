@@ -59,12 +59,16 @@ def session_difficulty(session_vectors: np.ndarray, item_vectors: np.ndarray, of
     return -np.bincount(rows, weights=scores, minlength=len(lengths)) / lengths
 
 
-def log_effective_gains(difficulty: np.ndarray, mu: float) -> np.ndarray:
-    """log g_ef = -mu log rank, rank 1 the hardest session (ties: the earlier row first)."""
-    order = np.argsort(-difficulty, kind="stable")
+def hardness_ranks(difficulty: np.ndarray) -> np.ndarray:
+    """Each session's rank by difficulty, 1 the hardest (ties: the earlier row first)."""
     ranks = np.empty(len(difficulty))
-    ranks[order] = np.arange(1, len(difficulty) + 1)
-    return -mu * np.log(ranks)
+    ranks[np.argsort(-difficulty, kind="stable")] = np.arange(1, len(difficulty) + 1)
+    return ranks
+
+
+def log_effective_gains(difficulty: np.ndarray, mu: float) -> np.ndarray:
+    """log g_ef = -mu log rank, rank 1 the hardest session."""
+    return -mu * np.log(hardness_ranks(difficulty))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import numpy as np
 
 from rec_core.models.names import DISTILL_TEACHERS as BACKENDS
 OK, REPAIRED, FAILED = "ok", "repaired", "failed"
+HINT_LIST = 20  # the teacher's top items each hints case shows (the paper's top-20)
 
 HINTS_SYSTEM = ("You study a session-based recommender. Each case lists the movies or products a user "
                 "viewed in one session, in order, and the recommender's top predictions for the next one. "

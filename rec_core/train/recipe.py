@@ -98,7 +98,8 @@ class MultiInterestTraining:
             self.best_model_state_ = state["best_model"]
             log.info("%s: resumed after epoch %d (best %s %.4f)", self.model_name, self.epoch_,
                      SELECTION_METRIC, self.best_metric_)
-        self.trainable_ = wrap_model(self.objective()) if wrap_model else self.objective()
+        objective = self.objective()
+        self.trainable_ = wrap_model(objective) if wrap_model else objective
         self.prepare_examples()
 
     def build_model(self):
