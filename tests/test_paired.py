@@ -54,3 +54,24 @@ def test_bootstrap_is_seeded_and_needs_two_users():
     assert bootstrap_interval(values, seed=3) == bootstrap_interval(values, seed=3)
     with pytest.raises(ValueError, match="at least 2 users"):
         bootstrap_interval(np.array([0.1]))
+
+
+def user_metrics_table(folder, model, values, k):
+    rows = pd.DataFrame({"model": model, "split": "test", "user_id": np.arange(len(values)), "metric": "recall",
+                         "k": k, "value": values})
+    rows = pd.concat([rows, rows.assign(metric="ndcg")])
+    (folder / "user_metrics").mkdir(parents=True)
+    rows.to_parquet(folder / "user_metrics" / "part-0.parquet")
+
+
+def test_paired_report_pairs_models_from_different_runs_at_the_given_cutoffs(tmp_path, capsys):
+    import json
+
+    from jobs.benchmarks.models import paired_report
+    user_metrics_table(tmp_path / "backbone", "sasrec", [0.2, 0.4, 0.6, 0.8], k=10)
+    user_metrics_table(tmp_path / "variant", "sasrec+contrast", [0.3, 0.5, 0.7, 0.9], k=10)
+    paired_report([str(tmp_path / "backbone"), str(tmp_path / "variant")], "sasrec", cutoffs=(10,))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(e["paired"]["model"], e["paired"]["metric"]) for e in lines] == [
+        ("sasrec+contrast", "recall@10"), ("sasrec+contrast", "ndcg@10")]
+    assert lines[0]["paired"]["difference"] == pytest.approx(0.1) and lines[0]["paired"]["users"] == 4

@@ -159,9 +159,21 @@ def print_paired(per_user: pd.DataFrame, models: list[str], reference: str, cuto
     return paired
 
 
-def paired_report(run_dirs: list[str], against: str) -> None:
+def parse_cutoffs(text: str) -> tuple[int, ...]:
+    try:
+        cutoffs = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--ks {text!r}: expected comma-separated cut-offs, e.g. 5,10,20") from None
+    if not cutoffs or min(cutoffs) < 1:
+        raise ConfigError(f"--ks {text!r}: cut-offs must be positive")
+    return cutoffs
+
+
+def paired_report(run_dirs: list[str], against: str, cutoffs=(20, 50)) -> None:
     """The paired comparison of every model of finished runs (their test `user_metrics`) against
-    one of them; several runs of the same models are averaged per user."""
+    one of them. A model's rows are averaged per user over the runs that have it, so the runs may
+    hold different models (e.g. a backbone from one comparison, a variant trained later with the
+    same seeds) as long as they share the split; session runs' `user_id` is the session."""
     frames = []
     for index, folder in enumerate(run_dirs):
         table = Path(folder) / "user_metrics"
@@ -173,7 +185,7 @@ def paired_report(run_dirs: list[str], against: str) -> None:
     models = [m for m in dict.fromkeys(per_user["model"]) if m != against]
     if against not in set(per_user["model"]):
         raise ConfigError(f"--against {against!r} is not among the runs' models {sorted(set(per_user['model']))}")
-    for entry in print_paired(per_user, models, against):
+    for entry in print_paired(per_user, models, against, cutoffs):
         print(json.dumps({"benchmark": "paired", "runs": run_dirs,
                           "paired": {k: round(v, 5) if isinstance(v, float) else v for k, v in entry.items()}}))
 
@@ -363,9 +375,11 @@ def add_commands(commands) -> None:
         [(label, ["lightgcn+desc"], settings + ([f"graph.max_llm_nodes={args.llm_nodes}"] if label == "llm" else []))
          for label, settings in DESCRIPTION_VARIANTS.items() if label != "llm" or args.llm_nodes]))
     pairs = commands.add_parser("paired", help="paired CIs of every model of finished runs against one of them")
-    pairs.add_argument("runs", nargs="+", help="run directories (the same models in each)")
+    pairs.add_argument("runs", nargs="+", help="finished run directories on one split (a model's rows are averaged "
+                                               "per user over the runs that have it)")
     pairs.add_argument("--against", required=True, help="the reference model, e.g. comirec_sa")
-    pairs.set_defaults(run=lambda args: paired_report(args.runs, args.against))
+    pairs.add_argument("--ks", default="20,50", help="cut-offs, e.g. 5,10,20 for session runs")
+    pairs.set_defaults(run=lambda args: paired_report(args.runs, args.against, parse_cutoffs(args.ks)))
     tune = commands.add_parser("sweep", help="a settings grid for one model, chosen on validation Recall@50")
     add_data_arguments(tune, dataset_required=True)
     tune.add_argument("--model", required=True, help="e.g. comirec_sa+contrast")
