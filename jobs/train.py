@@ -2,7 +2,7 @@
 
 Each model is its own sub-stage `train:<model>`: a finished model is skipped on rerun, an
 interrupted one resumes from its last checkpoint. The best weights (validation Recall@50) are
-written to <run>/models/<model>/model.pt. Popularity needs no training; a distilled student
+written to <run>/models/<model>/ as model.safetensors + model.json (rec_core.train.saved_model). Popularity needs no training; a distilled student
 (`+distill`) is fine-tuned by the distill stage after its teacher and student (jobs.distill)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from rec_core.models.names import is_distilled, is_neural
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 from rec_core.train.ray_train import fit_with_ray_train
-from rec_core.train.scoring import model_config, save_model
+from rec_core.train.saved_model import save_model
+from rec_core.train.scoring import model_config
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ def train_model(run: Run, name: str, num_items: int) -> dict:
     """The sub-stage `train:<name>`: Ray Train, the best weights saved; its manifest record."""
     with run.stage(f"train:{name}") as info:
         state = fit_with_ray_train(name, run.config, run.root)
-        save_model(run.root / "models" / name, name, num_items, model_config(name, run.config), state)
+        save_model(run.root / "models" / name, name, num_items, model_config(name, run.config), state["best_model"],
+                   state["history"])
         info["epochs"] = state["epoch"]
         info["best_valid_recall@50"] = state["best_metric"]
         info["train_samples_per_s"] = state["history"][-1]["samples_per_s"] if state["history"] else None

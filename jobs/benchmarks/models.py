@@ -60,7 +60,6 @@ import statistics
 from pathlib import Path
 
 import pandas as pd
-import torch
 import yaml
 
 from jobs.benchmarks import add_data_arguments, bench_run_id
@@ -72,7 +71,7 @@ from rec_core.run.config import ConfigError, load_config
 from rec_core.run.directory import TRAINING_SECTIONS, fork_upstream
 from rec_core.train.ray_train import fit_with_ray_train, load_protocol
 from rec_core.train.recipe import MultiInterestTraining
-from rec_core.train.scoring import MODEL_FILE
+from rec_core.train.saved_model import load_model_config
 
 
 BASELINE_MODELS = ["popularity", "mind", "comirec_dr", "comirec_sa", "remi", "sasrec"]
@@ -98,9 +97,14 @@ def ray_train_throughput(model: str, config: dict, run, epochs: int) -> float:
     return statistics.mean(epoch["samples_per_s"] for epoch in state["history"])
 
 
+# a benchmark's runs are measurements, not nightly outputs: no quality gate, no `latest` pointer
+NOT_PUBLISHED = "publish.enabled=false"
+
+
 def baselines(dataset: str, config_path: str | None, overrides: list[str], epochs: int) -> None:
     config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={bench_run_id('baselines', dataset)}",
-                                       "train.num_workers=1", f"models=[{','.join(BASELINE_MODELS)}]", *overrides])
+                                       "train.num_workers=1", f"models=[{','.join(BASELINE_MODELS)}]", NOT_PUBLISHED,
+                                       *overrides])
     run = refresh(config)
     metrics = run.read_table("metrics")
     data = load_protocol(run.root, config["split"]["history_fraction"])
@@ -109,7 +113,7 @@ def baselines(dataset: str, config_path: str | None, overrides: list[str], epoch
         stage = run.manifest["stages"].get(f"train:{model}", {})
         entry = {"train_wall_s": stage.get("seconds", 0.0)}
         if is_neural(model):
-            history = torch.load(run.root / "models" / model / MODEL_FILE, weights_only=False)["history"]
+            history = load_model_config(run.root / "models" / model)["history"]
             plain_before = plain_loop_throughput(model, config, data, epochs)
             ray_rate = ray_train_throughput(model, config, run, epochs)
             plain_after = plain_loop_throughput(model, config, data, epochs)
@@ -212,7 +216,8 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
 
     Run i is `<name>-s<i>` (`name` defaults to a fresh `bench_run_id`); given the name of an earlier
     comparison, its finished runs are reused and an interrupted one resumes, so a comparison too long
-    for one sitting continues where it stopped (each run's manifest keeps its code version)."""
+    for one sitting continues where it stopped (under the same code and data only: a run refuses
+    to continue with others, rec_core.run.directory)."""
     stamp = name or bench_run_id(f"{benchmark}-{backend}-{vary}", dataset)
     groups = [("", models, []), *variants]
     models = [label_model(model, label) for label, group, _ in groups for model in group]
@@ -223,7 +228,7 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
             run_id = f"{stamp}-{label}-s{index}" if label else f"{stamp}-s{index}"
             config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={run_id}",
                                                f"models=[{','.join(group)}]", f"semantic.backend={backend}",
-                                               *overrides, *extra, *seeded])
+                                               NOT_PUBLISHED, *overrides, *extra, *seeded])
             run = refresh(config)
             versions.append(f"{run_id}: {run.manifest['code_version']}")
             metrics = run.read_table("metrics")

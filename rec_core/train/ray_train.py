@@ -27,12 +27,12 @@ from rec_core.session.protocol import session_protocol
 from rec_core.train.distill_recipe import DistillTraining
 from rec_core.train.graph_recipe import GraphTraining
 from rec_core.train.recipe import MultiInterestTraining
+from rec_core.train.saved_model import load_model, load_training_state
 from rec_core.train.session_recipe import SessionTraining
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-MODEL_FILE = "model.pt"  # a trained model's best weights under <run>/models/<model>/ (rec_core.train.scoring)
 
 
 def load_clusters(run_root: str | Path, table_name: str = "user_semantic_clusters",
@@ -118,10 +118,10 @@ def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTrain
         fine_tuning = {**loop_config["train"], "epochs": distill["epochs"], "patience": distill["patience"],
                        "batch_size": distill["batch_size"], "learning_rate": distill["learning_rate"],
                        "max_samples_per_epoch": 0}
-        student = torch.load(Path(run_root) / "models" / spec.student_name / MODEL_FILE, weights_only=False)
+        _, student_weights = load_model(Path(run_root) / "models" / spec.student_name)
         prefixes, ranked = distilled_sessions(run_root, loop_config["model"])
         return DistillTraining(loop_config["model"], fine_tuning, data, loop_config["seed"], loop_config["session"],
-                               loop_config["max_prefix"], student["weights"], prefixes, ranked, rank=rank,
+                               loop_config["max_prefix"], student_weights, prefixes, ranked, rank=rank,
                                world_size=world)
     if spec.session:
         return SessionTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
@@ -160,7 +160,7 @@ def _train_loop_per_worker(loop_config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as folder:
-            state = torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+            state = load_training_state(os.path.join(folder, STATE_FILE))
     wrap = ray.train.torch.prepare_model if world > 1 else None
     recipe.setup(state, wrap_model=wrap)
 
@@ -204,4 +204,4 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: 
     if result.checkpoint is None:
         raise RuntimeError(f"{model_name}: Ray Train finished without a checkpoint")
     with result.checkpoint.as_directory() as folder:
-        return torch.load(os.path.join(folder, STATE_FILE), weights_only=False)
+        return load_training_state(os.path.join(folder, STATE_FILE))

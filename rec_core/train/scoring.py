@@ -12,8 +12,8 @@ from rec_core.models.lightgcn import LightGCN
 from rec_core.models.multi_interest import Popularity, build_model, pad_histories
 from rec_core.models.names import parse_model_name
 from rec_core.session.models import build_session_model
-from rec_core.train.ray_train import MODEL_FILE
 from rec_core.train.recipe import model_score_fn
+from rec_core.train.saved_model import load_model
 
 
 def model_config(name: str, config: dict) -> dict:
@@ -22,13 +22,6 @@ def model_config(name: str, config: dict) -> dict:
     if not parse_model_name(name).session:
         return config["train"]
     return {**config["train"], "max_history": config["split"]["session_max_prefix"], "session": config["session"]}
-
-
-def save_model(folder: Path, name: str, num_items: int, train_config: dict, state: dict) -> None:
-    """Best weights (by validation) plus what is needed to rebuild the model."""
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"name": name, "num_items": num_items, "train_config": train_config,
-                "weights": state["best_model"], "history": state["history"]}, folder / MODEL_FILE)
 
 
 class Scorer:
@@ -41,10 +34,10 @@ class Scorer:
             self.popularity = Popularity().fit(data.train.items, data.num_items)
             self.model = None
             return
-        saved = torch.load(model_folder / MODEL_FILE, weights_only=False)
+        saved, weights = load_model(model_folder)
         self.history = saved["history"]
         if parse_model_name(name).graph:  # scores with its frozen user and item vectors, no graph needed
-            self.model = LightGCN.for_scoring(saved["weights"], saved["train_config"]["gcn_layers"])
+            self.model = LightGCN.for_scoring(weights, saved["train_config"]["gcn_layers"])
             self._score = lambda rows, histories, user_ids: self.model.score_users(user_ids)
             return
         self.max_history = saved["train_config"]["max_history"]
@@ -53,7 +46,7 @@ class Scorer:
                                              saved["train_config"]["session"])
         else:
             self.model = build_model(name, saved["num_items"], saved["train_config"])
-        self.model.load_state_dict(saved["weights"])
+        self.model.load_state_dict(weights)
         self.model.eval()
         self._score = model_score_fn(self.model, self.max_history, self.num_items)
 
