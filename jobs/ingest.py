@@ -49,6 +49,7 @@ def ingest(run: Run) -> None:
         info["rows"] = rows
         info["skips"] = {**tables.skips, **split_skips}
         info["timestamps"] = timestamp_ties(tables.interactions, user_splits, split["history_fraction"])
+        info["data_sha256"] = run.record_data(tables.source_files)["sha256"]
         log.info("ingest: %s; skipped: %s", rows, info["skips"])
 
 

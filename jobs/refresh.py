@@ -1,10 +1,11 @@
 """The refresh job: ingest -> [semantic] -> [synthesize -> crowd_semantic] -> [describe] -> train ->
-[distill] -> evaluate -> export into <output_dir>/<run_id>/.
+[distill] -> evaluate -> export -> [publish] into <output_dir>/<run_id>/.
 
 The semantic stage (user-individual interests) runs when a configured model has "+align"; the
 crowd stages (cliques, max-cover synthesized users, their interests) when one has "+contrast"; the
 graph-hop descriptions (GaCLLM) when one has "+desc"; the distillation of session students
-(ALKDRec, jobs.distill) when one has "+distill". Session data sets (session_splits) are trained and
+(ALKDRec, jobs.distill) when one has "+distill"; publish (the quality gate against the published
+run, then <output_dir>/latest; exit code 3 when refused) when `publish.enabled`. Session data sets (session_splits) are trained and
 evaluated on the session protocol (configs/sessions-hetrec-ml.yaml; `python -m jobs.distill`).
 
     python -m jobs.refresh                                  # ML-100K, all models, local Ray
@@ -25,6 +26,7 @@ from jobs.distill import distill
 from jobs.evaluate import evaluate_run, metrics_table
 from jobs.export import export
 from jobs.ingest import ingest
+from jobs.publish import publish
 from jobs.semantic import semantic
 from jobs.synthesize import synthesize
 from jobs.train import train
@@ -56,6 +58,8 @@ def refresh(config: dict, stop_after: str | None = None) -> Run:
     run = Run(config)
     log.info("run %s -> %s", run.run_id, run.root)
     stages = stages_for(config["models"])
+    if config["publish"]["enabled"] and stop_after is None:
+        stages.append(("publish", publish))
     if stop_after is not None:
         stages = stages[: [name for name, _ in stages].index(stop_after) + 1]
     for stage, function in stages:

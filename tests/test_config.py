@@ -133,6 +133,71 @@ def test_rerun_with_other_data_settings_is_refused(tmp_path):
             Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1", changed]))
 
 
+def write_generic(folder, interactions):
+    folder.mkdir(exist_ok=True)
+    (folder / "toy.item").write_text("item_id:token\ttitle:token_seq\n" + "".join(f"i{i}\tItem {i}\n" for i in range(4)))
+    (folder / "toy.inter").write_text("user_id:token\titem_id:token\n" + "".join(f"{u}\ti{i}\n" for u, i in interactions))
+
+
+def test_rerun_with_changed_input_data_is_refused_and_a_touch_is_not_a_change(tmp_path):
+    import os
+
+    from jobs.ingest import ingest
+    from rec_core.run.directory import Run
+
+    data = tmp_path / "toy"
+    write_generic(data, [(u, i) for u in range(6) for i in range(4)])
+    overrides = [f"output_dir={tmp_path / 'runs'}", "run_id=night", "data.dataset=generic", f"data.path={data}"]
+    run = Run(load_config(None, overrides))
+    ingest(run)
+    recorded = run.manifest["data_fingerprint"]
+    assert sorted(Path(f["path"]).name for f in recorded["files"]) == ["toy.inter", "toy.item"]
+    assert run.manifest["stages"]["ingest"]["data_sha256"] == recorded["sha256"]
+    os.utime(data / "toy.inter", (1, 1))  # same content, other mtime: still the same data
+    Run(load_config(None, overrides))
+    write_generic(data, [(u, i) for u in range(7) for i in range(4)])  # a new night's interactions
+    with pytest.raises(ConfigError, match=r"input data changed since ingest \(.*toy.inter\)"):
+        Run(load_config(None, overrides))
+    (data / "toy.inter").unlink()
+    with pytest.raises(ConfigError, match=r"toy.inter \(missing\)"):
+        Run(load_config(None, overrides))
+
+
+def test_rerun_with_other_code_is_refused(tmp_path, monkeypatch):
+    import rec_core.run.directory as directory
+
+    monkeypatch.setattr(directory, "code_version", lambda: "aaaa")
+    directory.Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1"]))
+    directory.Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1"]))  # the same code resumes
+    monkeypatch.setattr(directory, "code_version", lambda: "bbbb")
+    with pytest.raises(ConfigError, match="made by code aaaa, this is bbbb"):
+        directory.Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1"]))
+
+
+def test_code_version_without_git_comes_from_the_environment_or_the_stamp_file(tmp_path, monkeypatch):
+    import shutil
+    import subprocess
+
+    checkout = tmp_path / "uploaded"  # what `ray job submit --working-dir` gives a job: no .git
+    shutil.copytree(ROOT / "rec_core", checkout / "rec_core", ignore=shutil.ignore_patterns("__pycache__"))
+    probe = [sys.executable, "-c", "from rec_core.run.directory import code_version; print(code_version())"]
+    env = {"PATH": "/usr/bin:/bin", "GIT_CEILING_DIRECTORIES": str(tmp_path)}
+
+    def version(**extra):
+        return subprocess.run(probe, cwd=checkout, env={**env, **extra}, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    assert version() == "unknown"
+    (checkout / "CODE_VERSION").write_text("1234abcd\n")
+    assert version() == "1234abcd"
+    assert version(LLMREC_CODE_VERSION="feedbeef") == "feedbeef"
+    from rec_core.run.directory import code_version
+    here = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if here:  # in a checkout git is the truth, whatever the environment says
+        monkeypatch.setenv("LLMREC_CODE_VERSION", "feedbeef")
+        assert code_version().startswith(here)
+
+
 def test_fork_shares_the_stages_before_training_only_across_training_settings(tmp_path):
     import pandas as pd
 

@@ -38,7 +38,7 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     stages = manifest["stages"]
     assert {s: stages[s]["status"] for s in stages} == {s: "done" for s in (
         "ingest", "semantic", "synthesize", "crowd_semantic", "train:mind", "train:comirec_dr", "train:comirec_sa",
-        "train:comirec_sa+align", "train:comirec_sa+align+contrast", "evaluate", "export")}
+        "train:comirec_sa+align", "train:comirec_sa+align+contrast", "evaluate", "export", "publish")}
     # the default semantic backend (encoder) groups every training user, more coherently than random
     assert stages["semantic"]["users"] == {"ok": stages["ingest"]["rows"]["users_train"]}
     coherence = stages["semantic"]["coherence"]
@@ -49,6 +49,8 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     assert stages["crowd_semantic"]["clusters_per_user"] > 1.5  # several interests: contrastive anchors exist
     assert stages["ingest"]["rows"]["interactions"] == 100000
     assert manifest["code_version"]
+    # models are tensors-only files plus a JSON config (no pickle to load)
+    assert {path.name for path in (root / "models" / "comirec_sa").iterdir()} == {"model.safetensors", "model.json"}
 
     recs = pq.read_table(root / "recommendations").to_pandas()
     test_users = stages["ingest"]["rows"]["users_test"]
@@ -87,6 +89,7 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     again = json.loads((root / "manifest.json").read_text())["stages"]
     assert {s: again[s]["finished"] for s in again} == finished  # nothing redone
     assert run.run_id == "it"
+    assert (tmp_path / "latest").resolve() == root and (root / "_SUCCESS").is_file()  # the first night publishes
 
 
 def test_ray_train_resumes_a_run_from_its_checkpoint(local_ray, data_dir, tmp_path):
@@ -115,7 +118,7 @@ def test_refresh_with_graph_models_describes_then_trains_and_serves_without_the_
     root = tmp_path / "graph"
     stages = json.loads((root / "manifest.json").read_text())["stages"]
     assert [s for s in stages] == ["ingest", "describe", "train:lightgcn", "train:lightgcn+desc", "evaluate",
-                                   "export"]
+                                   "export", "publish"]
     users, items = stages["describe"]["nodes"]["user"], stages["describe"]["nodes"]["item"]
     assert (users, items) == (943, 1682)
     descriptions = pq.read_table(root / "node_descriptions").to_pandas()
@@ -140,7 +143,7 @@ def test_session_data_trains_and_evaluates_on_the_session_protocol(local_ray, da
     refresh(config)
     root = tmp_path / "sessions"
     stages = json.loads((root / "manifest.json").read_text())["stages"]
-    assert [s for s in stages] == ["ingest", "train:fpmc", "train:stamp+student", "evaluate", "export"]
+    assert [s for s in stages] == ["ingest", "train:fpmc", "train:stamp+student", "evaluate", "export", "publish"]
     splits = pq.read_table(root / "session_splits").to_pandas()
     test_sessions = set(splits.loc[splits["split"] == "test", "session_id"])
     per_user = pq.read_table(root / "user_metrics").to_pandas()

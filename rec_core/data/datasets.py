@@ -33,6 +33,8 @@ import json
 import logging
 import os
 from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +64,7 @@ class Tables:
     interactions: pd.DataFrame
     sessions: pd.DataFrame | None = None
     skips: dict[str, int] = field(default_factory=dict)
+    source_files: list[str] = field(default_factory=list)  # every file the loader read (the run's data identity)
 
     @property
     def num_items(self) -> int:
@@ -92,9 +95,25 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return path
 
 
+_FILES_READ: ContextVar[list | None] = ContextVar("files_read", default=None)
+
+
+@contextmanager
+def _recording_reads():
+    """Collects the path of every file a loader opens (each goes through `_require`)."""
+    read: list[str] = []
+    token = _FILES_READ.set(read)
+    try:
+        yield read
+    finally:
+        _FILES_READ.reset(token)
+
+
 def _require(path: Path) -> Path:
     if not path.is_file():
         raise DataError(f"missing data file: {path}")
+    if (read := _FILES_READ.get()) is not None:
+        read.append(str(Path(path).resolve()))
     return path
 
 
@@ -362,7 +381,19 @@ def _with_labels(title: str, labels: list[str]) -> str:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, path: str | None = None,
                  k_core: int = 0, unknown_items: str = "error", ml1m_ratings: str = "timestamped") -> Tables:
-    """Load a built-in data set by name (or `generic` from `path`) and apply the k-core filter."""
+    """Load a built-in data set by name (or `generic` from `path`) and apply the k-core filter;
+    `Tables.source_files` lists the files read."""
+    with _recording_reads() as read:
+        tables = _load(name, data_dir, path, unknown_items, ml1m_ratings)
+    tables.source_files = sorted(set(read))
+    if k_core > 0:
+        tables = apply_k_core(tables, k_core)
+    if tables.interactions.empty:
+        raise DataError(f"dataset {name!r}: no interactions left after loading/filtering")
+    return tables
+
+
+def _load(name: str, data_dir, path, unknown_items: str, ml1m_ratings: str) -> Tables:
     if name == "generic":
         if not path:
             raise DataError("dataset 'generic' needs data.path=<folder with .inter and .item files>")
@@ -381,10 +412,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, path: str
             tables = load_amazon_5core(folder)
         else:
             tables = load_alkdrec_sessions(folder)
-    if k_core > 0:
-        tables = apply_k_core(tables, k_core)
-    if tables.interactions.empty:
-        raise DataError(f"dataset {name!r}: no interactions left after loading/filtering")
     return tables
 
 
@@ -428,4 +455,4 @@ def apply_k_core(tables: Tables, k: int) -> Tables:
     if tables.sessions is not None:
         sessions = pd.DataFrame({"session_id": interactions["user_id"], "pos": interactions["ts"],
                                  "item_id": interactions["item_id"]})
-    return Tables(items, users, sort_interactions(interactions), sessions, skips)
+    return Tables(items, users, sort_interactions(interactions), sessions, skips, tables.source_files)

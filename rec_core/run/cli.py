@@ -11,6 +11,7 @@ import yaml
 
 from rec_core.data.datasets import DataError
 from rec_core.run.config import ConfigError, keys_help, load_config
+from rec_core.run.publish import GateRefused
 
 
 def parse(argv: list[str] | None, description: str, default_config_file: str | None = None) -> dict | None:
@@ -52,8 +53,12 @@ def setup_logging() -> None:
                         stream=sys.stderr, force=True)
 
 
+GATE_REFUSED_EXIT = 3  # the run finished but the quality gate kept yesterday's publication
+
+
 def main_guard(function, argv=None, description="", default_config_file: str | None = None) -> None:
-    """Run a job; a bad config or bad data ends with one clear line per problem and exit code 2."""
+    """Run a job; a bad config or bad data ends with one clear line per problem and exit code 2, a
+    run the quality gate refused with its reason and exit code 3."""
     try:
         config = parse(argv, description, default_config_file)
         if config is not None:
@@ -62,3 +67,6 @@ def main_guard(function, argv=None, description="", default_config_file: str | N
         for line in str(error).splitlines():
             print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
+    except GateRefused as error:
+        print(f"refused: {error}", file=sys.stderr)
+        sys.exit(GATE_REFUSED_EXIT)

@@ -39,6 +39,7 @@ class ConfigError(ValueError):
     """A config file or override names an unknown key or has a bad value."""
 
 
+LATEST = "latest"  # <output_dir>/latest: the pointer to the published run (rec_core.run.publish)
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -276,6 +277,17 @@ class EvalConfig(Section):
     top_k: int = Field(50, ge=1, description="rows per user in the recommendations table")
 
 
+class PublishConfig(Section):
+    enabled: bool = Field(True, description="publish the finished run as <output_dir>/latest if it passes the "
+                                            "quality gate (rec_core.run.publish); benchmarks turn it off")
+    tolerance: float = Field(0.05, ge=0, le=1, description="the gate: the largest relative drop of a model's "
+                                                           "validation metric against the published run")
+    metric: Literal["recall", "ndcg", "hit_rate"] = Field("recall", description="the gate's validation metric")
+    k: Optional[int] = Field(None, ge=1, description="its cut-off; None: the largest of eval.ks")
+    keep_runs: int = Field(0, ge=0, description="after publishing, delete all but the newest N runs of output_dir "
+                                                "(published ones and unfinished ones are always kept); 0: keep all")
+
+
 DEFAULT_MODELS = ["popularity", "mind", "comirec_dr", "comirec_sa", "comirec_sa+align", "comirec_sa+align+contrast"]
 
 
@@ -301,6 +313,14 @@ class RunConfig(Section):
     distill: DistillConfig = DistillConfig()
     llm: LLMConfig = LLMConfig()
     eval: EvalConfig = EvalConfig()
+    publish: PublishConfig = PublishConfig()
+
+    @field_validator("run_id")
+    @classmethod
+    def _not_the_pointer(cls, value: Optional[str]) -> Optional[str]:
+        if value == LATEST:
+            raise ValueError(f"'{LATEST}' names the pointer to the published run, not a run")
+        return value
 
     @field_validator("models")
     @classmethod

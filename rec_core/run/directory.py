@@ -1,14 +1,21 @@
 """The run directory: Parquet tables under <output_dir>/<run_id>/ and manifest.json.
 
-manifest.json holds the config, the code version, and per stage its status ("running",
-"done", "failed"), row counts, timings and notes. A stage whose status is "done" is skipped when
-the same run id runs again; a "running" or "failed" stage is redone (training resumes from its
-last Ray Train checkpoint). A rerun may not change the seed, data, split or train settings.
+manifest.json holds the config, the code version, the input data's fingerprint, and per stage
+its status ("running", "done", "failed"), row counts, timings and notes. A stage whose status is
+"done" is skipped when the same run id runs again; a "running" or "failed" stage is redone
+(training resumes from its last Ray Train checkpoint).
+
+A run's identity is its pinned settings (PINNED_SECTIONS), the code version and the input data:
+a rerun under the same run id with other settings, other code or changed data files is refused
+(finished stages would otherwise be reused as if they came from the new ones). The data
+fingerprint is taken by ingest from the files the loader read (size, mtime and a SHA-256 of their
+contents) and checked against those same files whenever the run is opened again.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import os
@@ -40,20 +47,53 @@ TRAINING_SECTIONS = ("train", "align", "contrast", "desc", "session", "distill")
 UPSTREAM_STAGES = ("ingest", "semantic", "synthesize", "crowd_semantic", "describe")
 
 
+CODE_VERSION_ENV = "LLMREC_CODE_VERSION"
+CODE_VERSION_FILE = "CODE_VERSION"  # beside pyproject.toml; written by an image build (cluster/Dockerfile)
+UNKNOWN_VERSION = "unknown"
+
+
 def code_version() -> str:
+    """The git commit of the checkout (`-dirty.<hash of the diff>` with uncommitted changes to tracked
+    files); where there is no .git (`ray job submit --working-dir` uploads none, an image has
+    none): $LLMREC_CODE_VERSION, else the CODE_VERSION file, else "unknown"."""
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
+        diff = subprocess.run(["git", "-C", str(root), "diff", "HEAD"], capture_output=True, timeout=30).stdout
+        return commit + (f"-dirty.{hashlib.sha256(diff).hexdigest()[:12]}" if diff else "")
     except (OSError, subprocess.SubprocessError):
-        from importlib.metadata import PackageNotFoundError, version
-        try:
-            return "llmrec " + version("llmrec")
-        except PackageNotFoundError:
-            return "unknown"
+        pass
+    if os.environ.get(CODE_VERSION_ENV, "").strip():
+        return os.environ[CODE_VERSION_ENV].strip()
+    stamped = root / CODE_VERSION_FILE
+    if stamped.is_file() and stamped.read_text().strip():
+        return stamped.read_text().strip()
+    return UNKNOWN_VERSION
+
+
+def data_fingerprint(paths: list[str]) -> dict:
+    """Size, mtime and SHA-256 of each input file, and one SHA-256 over all of them."""
+    files, overall = [], hashlib.sha256()
+    for path in sorted(paths):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        stat = os.stat(path)
+        files.append({"path": path, "size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest.hexdigest()})
+        overall.update(f"{path}\0{digest.hexdigest()}\0".encode())
+    return {"files": files, "sha256": overall.hexdigest()}
+
+
+def _changed_files(recorded: dict) -> list[str]:
+    """The recorded input files that are gone or whose content differs now."""
+    paths = [entry["path"] for entry in recorded["files"]]
+    missing = [path for path in paths if not os.path.isfile(path)]
+    if missing:
+        return [f"{path} (missing)" for path in missing]
+    now = {entry["path"]: entry["sha256"] for entry in data_fingerprint(paths)["files"]}
+    return [entry["path"] for entry in recorded["files"] if now[entry["path"]] != entry["sha256"]]
 
 
 class Run:
@@ -76,11 +116,33 @@ class Run:
                 raise ConfigError(f"run {self.run_id} in {self.root.parent} was made with different "
                                   f"{', '.join(changed)} settings; use a new run_id (finished stages "
                                   "would otherwise be reused with the old settings)")
+            self._check_identity()
         else:
-            self.manifest = {"run_id": self.run_id, "created": _now(), "stages": {}}
+            self.manifest = {"run_id": self.run_id, "created": utc_now(), "stages": {},
+                             "code_version": code_version()}
         self.manifest["config"] = config
-        self.manifest["code_version"] = code_version()
         self.save_manifest()
+
+    def _check_identity(self) -> None:
+        """Refuse to continue a run with other code or changed input data."""
+        made_with, now = self.manifest.get("code_version", UNKNOWN_VERSION), code_version()
+        if UNKNOWN_VERSION in (made_with, now):
+            if made_with != now:
+                log.warning("run %s: code version %s, now %s: cannot tell whether the code changed",
+                            self.run_id, made_with, now)
+        elif made_with != now:
+            raise ConfigError(f"run {self.run_id} in {self.root.parent} was made by code {made_with}, this is "
+                              f"{now}; use a new run_id (its finished stages came from the other code)")
+        recorded = self.manifest.get("data_fingerprint")
+        if recorded and (changed := _changed_files(recorded)):
+            raise ConfigError(f"run {self.run_id} in {self.root.parent}: its input data changed since ingest "
+                              f"({', '.join(changed)}); use a new run_id for the new data")
+
+    def record_data(self, paths: list[str]) -> dict:
+        """Ingest's record of the files it read (the run's data identity)."""
+        self.manifest["data_fingerprint"] = data_fingerprint(paths)
+        self.save_manifest()
+        return self.manifest["data_fingerprint"]
 
     # ---------------------------------------------------------------- tables
 
@@ -114,7 +176,7 @@ class Run:
     @contextmanager
     def stage(self, name: str):
         """Records status and timing of a stage; yields a dict for row counts and notes."""
-        record = {"status": "running", "started": _now()}
+        record = {"status": "running", "started": utc_now()}
         self.manifest["stages"][name] = record
         self.save_manifest()
         began = time.perf_counter()
@@ -126,7 +188,7 @@ class Run:
                           seconds=round(time.perf_counter() - began, 2), **info)
             self.save_manifest()
             raise
-        record.update(status="done", finished=_now(), seconds=round(time.perf_counter() - began, 2), **info)
+        record.update(status="done", finished=utc_now(), seconds=round(time.perf_counter() - began, 2), **info)
         self.save_manifest()
         log.info("stage %s done in %.1f s", name, record["seconds"])
 
@@ -165,6 +227,8 @@ def fork_upstream(source: Path, config: dict) -> Run:
             if (source / table).is_dir():
                 shutil.copytree(source / table, run.table_path(table), dirs_exist_ok=True)
         run.manifest["stages"][stage] = {**record, "forked_from": str(source)}
+    if "data_fingerprint" in old:  # the forked tables came from these files
+        run.manifest["data_fingerprint"] = old["data_fingerprint"]
     run.save_manifest()
     return run
 
@@ -175,5 +239,5 @@ def _lookup(config: dict, dotted: str):
     return config
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
