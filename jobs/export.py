@@ -1,9 +1,26 @@
-"""Stage 4, export: the serving tables of every configured model.
+"""Stage: export, the serving contract of every configured model.
 
-recommendations  model, user_id, rank, item_id, score    top-K per test user (history excluded)
-item_embeddings  model, item_id, embedding               neural models only
-user_interests   model, user_id, interest, vector        every split user: train users from their
-                                                         whole sequence, valid/test from history
+What downstream systems read (through `<output_dir>/latest/` once the run is published): for
+**every** user of the data (not only the evaluated ones), from the user's **full** history (every
+interaction the run ingested, in time order; for session data, every item of the session), with
+the data's own (source) user and item ids, so the tables join with the catalogue whatever dense ids
+a run assigned. Each row carries the model name and `schema_version` (SCHEMA_VERSION).
+
+recommendations  schema_version, model, user_source_id, rank, item_source_id, score
+                 top `eval.top_k` per user, the user's own items excluded, rank 1 = best,
+                 equal scores ranked by the lower item (the evaluator's order)
+item_embeddings  schema_version, model, item_source_id, embedding (float32 list)
+                 the vectors a user's interest vectors are scored against (dot product); neural
+                 models only
+user_interests   schema_version, model, user_source_id, interest, vector (float32 list)
+                 one row per user and interest vector (K of a multi-interest model, 1 otherwise),
+                 computed from the full history: an ANN index over item_embeddings serves them,
+                 a user's score of an item being the best of its interests' dot products
+
+LightGCN's user vectors are the trained graph's (a valid/test user through its history part):
+the newest items reach them at the next training; a user without one (too short to split) is
+left out of that model's rows and counted in the manifest. The evaluation's own lists (test users, from
+the history part, dense ids) are `test_recommendations`, written by the evaluate stage.
 """
 
 from __future__ import annotations
@@ -13,7 +30,8 @@ import logging
 import numpy as np
 import pandas as pd
 
-from rec_core.eval.evaluator import evaluate
+from rec_core.data.splits import sequences_for
+from rec_core.eval.evaluator import top_k
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 from rec_core.train.ray_train import load_protocol
@@ -21,38 +39,55 @@ from rec_core.train.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
+SCHEMA_VERSION = 1  # bump on any change of the tables above (columns, types or meaning)
+
 
 def export(run: Run) -> None:
     with run.stage("export") as info:
         data = load_protocol(run.root, run.config["split"]["history_fraction"])
-        top_k = run.config["eval"]["top_k"]
+        users, items = run.read_table("users"), run.read_table("items")
+        user_source = users.set_index("user_id")["source_id"].astype(str)
+        item_source = items.sort_values("item_id")["source_id"].astype(str).to_numpy()
+        interactions = run.read_table("interactions")  # sorted by user, then time (ingest)
+        all_histories = sequences_for(interactions, users["user_id"].to_numpy())
+        all_sources = user_source.loc[all_histories.user_ids].to_numpy()
+        top, batch = run.config["eval"]["top_k"], run.config["train"]["eval_batch_size"]
         recommendations, embeddings, interests = [], [], []
+        unservable = {}
         for name in run.config["models"]:
             scorer = Scorer(name, data, run.root / "models" / name)
-            _, ranking = evaluate(scorer, data.test, data.num_items, ks=[top_k], keep_top=top_k,
-                                  batch_size=run.config["train"]["eval_batch_size"])
-            users = len(ranking.user_ids)
+            servable = scorer.servable(all_histories.user_ids)
+            histories, sources = all_histories, all_sources
+            if not servable.all():  # counted, not silently dropped
+                unservable[name] = int((~servable).sum())
+                histories = sequences_for(interactions, all_histories.user_ids[servable])
+                sources = all_sources[servable]
+            ranking = top_k(scorer, histories, data.num_items, top, batch)
             recommendations.append(pd.DataFrame({
-                "model": name, "user_id": np.repeat(ranking.user_ids, top_k),
-                "rank": np.tile(np.arange(1, top_k + 1), users),
-                "item_id": ranking.item_ids.reshape(-1), "score": ranking.scores.reshape(-1)}))
+                "schema_version": SCHEMA_VERSION, "model": name, "user_source_id": np.repeat(sources, top),
+                "rank": np.tile(np.arange(1, top + 1), len(sources)),
+                "item_source_id": item_source[ranking.item_ids.reshape(-1)],
+                "score": ranking.scores.reshape(-1).astype(np.float32)}))
             vectors = scorer.item_vectors()
             if vectors is None:
                 continue
-            embeddings.append(pd.DataFrame({"model": name, "item_id": np.arange(len(vectors)),
+            embeddings.append(pd.DataFrame({"schema_version": SCHEMA_VERSION, "model": name,
+                                            "item_source_id": item_source[:len(vectors)],
                                             "embedding": list(vectors.astype(np.float32))}))
-            for sequences in (data.train, data.valid.histories, data.test.histories):
-                user_vectors = scorer.interests(sequences)  # [U, K, d]
-                n_users, k, _ = user_vectors.shape
-                interests.append(pd.DataFrame({
-                    "model": name, "user_id": np.repeat(sequences.user_ids, k),
-                    "interest": np.tile(np.arange(k), n_users),
-                    "vector": list(user_vectors.reshape(n_users * k, -1).astype(np.float32))}))
+            user_vectors = scorer.interests(histories)  # [U, K, d]
+            n_users, k, _ = user_vectors.shape
+            interests.append(pd.DataFrame({
+                "schema_version": SCHEMA_VERSION, "model": name, "user_source_id": np.repeat(sources, k),
+                "interest": np.tile(np.arange(k), n_users),
+                "vector": list(user_vectors.reshape(n_users * k, -1).astype(np.float32))}))
         rows = {"recommendations": run.write_table("recommendations", pd.concat(recommendations))}
         if embeddings:
             rows["item_embeddings"] = run.write_table("item_embeddings", pd.concat(embeddings))
             rows["user_interests"] = run.write_table("user_interests", pd.concat(interests))
         info["rows"] = rows
+        info["users"] = len(all_sources)
+        info["users_without_a_model_embedding"] = unservable  # graph models: users too short to split
+        info["schema_version"] = SCHEMA_VERSION
 
 
 def main(argv=None) -> None:

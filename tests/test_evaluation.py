@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rec_core.data.splits import EvalSet, Sequences
-from rec_core.eval.evaluator import evaluate, user_metrics
+from rec_core.eval.evaluator import evaluate, top_k, user_metrics
 
 
 def csr(user_ids, lists):
@@ -114,3 +114,20 @@ def test_user_metrics_are_the_per_user_figures_behind_the_means():
     one = brute_force(scores[[3]], [histories[3]], [targets[3]], [5])
     row = frame[(frame["user_id"] == 103) & (frame["k"] == 5)].set_index("metric")["value"]
     assert row["recall"] == pytest.approx(one["recall@5"]) and row["ndcg"] == pytest.approx(one["ndcg@5"])
+
+
+def test_top_k_ranks_every_user_as_the_evaluator_does_without_targets():
+    rng = np.random.default_rng(9)
+    n_users, n_items = 30, 40
+    scores = np.round(rng.normal(size=(n_users, n_items)), 1)  # rounded: many ties
+    histories = csr(np.arange(n_users) + 7, [rng.choice(n_items, size=4, replace=False).tolist()
+                                             for _ in range(n_users)])
+    targets = csr(np.arange(n_users) + 7, [[int(rng.integers(n_items))] for _ in range(n_users)])
+    _, expected = evaluate(fixed_scores(scores), EvalSet(histories.user_ids, histories, targets), n_items, ks=[5],
+                           keep_top=5, batch_size=8)
+    ranking = top_k(fixed_scores(scores), histories, n_items, 5, batch_size=8)
+    assert ranking.item_ids.tolist() == expected.item_ids.tolist()
+    assert ranking.user_ids.tolist() == list(range(7, 37))
+    for row in range(n_users):
+        assert not set(ranking.item_ids[row]) & set(histories.sequence(row))
+    assert ranking.scores.shape == (n_users, 5) and (np.diff(ranking.scores, axis=1) <= 0).all()

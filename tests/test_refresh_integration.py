@@ -52,25 +52,35 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     # models are tensors-only files plus a JSON config (no pickle to load)
     assert {path.name for path in (root / "models" / "comirec_sa").iterdir()} == {"model.safetensors", "model.json"}
 
-    recs = pq.read_table(root / "recommendations").to_pandas()
+    # the evaluation's lists: test users, from the history part, dense ids
+    recs = pq.read_table(root / "test_recommendations").to_pandas()
     test_users = stages["ingest"]["rows"]["users_test"]
     assert len(recs) == 6 * test_users * 20
     assert recs.groupby(["model", "user_id"])["rank"].apply(list).map(lambda r: r == list(range(1, 21))).all()
     interactions = pq.read_table(root / "interactions").to_pandas()
-    seen = set(zip(interactions["user_id"], interactions["item_id"]))
     # no recommended item is in the user's history (history = first 80%; targets may be recommended)
     from rec_core.train.ray_train import load_protocol
     data = load_protocol(root, 0.8)
     history = {(int(u), int(i)) for row, u in enumerate(data.test.user_ids)
                for i in data.test.histories.sequence(row)}
     assert not history & set(zip(recs["user_id"], recs["item_id"]))
-    assert seen  # sanity: the table was read
+
+    # the serving contract: every user, from the full history, source ids, schema version
+    serving = pq.read_table(root / "recommendations").to_pandas()
+    assert list(serving.columns) == ["schema_version", "model", "user_source_id", "rank", "item_source_id", "score"]
+    assert set(serving["schema_version"]) == {1} and len(serving) == 6 * 943 * 20
+    assert serving.groupby(["model", "user_source_id"])["rank"].apply(list).map(lambda r: r == list(range(1, 21))).all()
+    users = pq.read_table(root / "users").to_pandas().set_index("user_id")["source_id"].astype(str)
+    items = pq.read_table(root / "items").to_pandas().set_index("item_id")["source_id"].astype(str)
+    seen = set(zip(users.loc[interactions["user_id"]], items.loc[interactions["item_id"]]))
+    assert len(seen) == 100000 and not seen & set(zip(serving["user_source_id"], serving["item_source_id"]))
+    assert set(serving["item_source_id"]) <= set(items)
 
     interests = pq.read_table(root / "user_interests").to_pandas()
-    assert len(interests) == 5 * 4 * len(set(interactions["user_id"]))  # 5 neural models x K=4 x users
-    assert len(interests["vector"].iloc[0]) == 16
+    assert len(interests) == 5 * 4 * 943  # 5 neural models x K=4 x every user
+    assert set(interests["user_source_id"]) == set(users) and len(interests["vector"].iloc[0]) == 16
     embeddings = pq.read_table(root / "item_embeddings").to_pandas()
-    assert len(embeddings) == 5 * 1682
+    assert len(embeddings) == 5 * 1682 and set(embeddings["item_source_id"]) == set(items)
 
     metrics = pq.read_table(root / "metrics").to_pandas()
     assert set(metrics.columns) == {"model", "split", "metric", "k", "value"}
@@ -124,9 +134,11 @@ def test_refresh_with_graph_models_describes_then_trains_and_serves_without_the_
     descriptions = pq.read_table(root / "node_descriptions").to_pandas()
     assert len(descriptions) == 2 * (users + items) and set(descriptions["backend"]) == {"layer0", "encoder"}
     assert set(stages["describe"]["category_probe"]) == {"layer_0", "layer_1"}
-    recs = pq.read_table(root / "recommendations").to_pandas()
+    recs = pq.read_table(root / "test_recommendations").to_pandas()
     test_users = stages["ingest"]["rows"]["users_test"]
     assert recs.groupby("model")["user_id"].nunique().to_dict() == {m: test_users for m in config["models"]}
+    serving = pq.read_table(root / "recommendations").to_pandas()
+    assert serving.groupby("model")["user_source_id"].nunique().to_dict() == {m: 943 for m in config["models"]}
     interests = pq.read_table(root / "user_interests").to_pandas()
     assert interests.groupby("model").size().to_dict() == {"lightgcn": 943, "lightgcn+desc": 943}
     metrics = pq.read_table(root / "metrics").to_pandas()
@@ -151,9 +163,11 @@ def test_session_data_trains_and_evaluates_on_the_session_protocol(local_ray, da
     assert all(sessions == test_sessions for sessions in evaluated)
     hits = per_user[(per_user["split"] == "test") & (per_user["metric"] == "hit_rate")]
     assert set(hits["value"]) <= {0.0, 1.0}  # one target per session
-    recs = pq.read_table(root / "recommendations").to_pandas()
+    recs = pq.read_table(root / "test_recommendations").to_pandas()
     prefixes = {(int(s), int(i)) for s, prefix in zip(splits["session_id"], splits["prefix"]) for i in prefix}
     assert not prefixes & set(zip(recs["user_id"], recs["item_id"]))  # a session's own items are not ranked
+    serving = pq.read_table(root / "recommendations").to_pandas()  # every session, from all its items
+    assert serving.groupby("model")["user_source_id"].nunique().eq(stages["ingest"]["rows"]["users"]).all()
     sizes = pq.read_table(root / "item_embeddings").to_pandas().groupby("model")["embedding"].first().map(len)
     assert sizes.to_dict() == {"fpmc": 2 * 100, "stamp+student": 10}
     metrics = pq.read_table(root / "metrics").to_pandas()

@@ -93,9 +93,9 @@ def test_refresh_job_submitted_to_two_node_cluster(data_dir, tmp_path):
         manifest = json.loads((root / "manifest.json").read_text())
         assert all(stage["status"] == "done" for stage in manifest["stages"].values())
         assert set(manifest["stages"]) == {"ingest", "train:comirec_sa", "evaluate", "export", "publish"}
-        recs = pq.read_table(root / "recommendations").to_pandas()
+        recs = pq.read_table(root / "recommendations").to_pandas()  # the serving lists: every user
         assert set(recs["model"]) == {"popularity", "comirec_sa"}
-        assert len(recs) == 2 * manifest["stages"]["ingest"]["rows"]["users_test"] * 50
+        assert len(recs) == 2 * manifest["stages"]["ingest"]["rows"]["users"] * 50
         metrics = pq.read_table(root / "metrics").to_pandas()
         assert metrics["value"].between(0, 1).all() and len(metrics) == 2 * 2 * 9
         assert "Test metrics" in submit.stdout  # the job printed its metrics table

@@ -118,6 +118,21 @@ def evaluate(score_fn: ScoreFn, data: EvalSet, num_items: int, ks=(10, 20, 50),
     return metrics, ranking
 
 
+def top_k(score_fn: ScoreFn, histories: Sequences, num_items: int, k: int, batch_size: int = 1024) -> Ranking:
+    """The top-`k` items of every user of `histories`, the user's own items excluded and ties by
+    lower id, ranked exactly as the evaluator ranks: the serving lists (no targets, no metrics)."""
+    no_targets = Sequences(histories.user_ids, np.zeros(len(histories) + 1, np.int64), np.zeros(0, np.int64))
+    _, depth, _, _ = _prepare([k], 0, num_items)
+    items, scores = [], []
+    for _, top_items, top_scores, _, _ in _ranked_batches(score_fn, EvalSet(histories.user_ids, histories, no_targets),
+                                                          num_items, depth, batch_size):
+        items.append(top_items.numpy())
+        scores.append(top_scores.numpy())
+    empty = np.zeros((0, k))
+    return Ranking(histories.user_ids, np.concatenate(items) if items else empty.astype(np.int64),
+                   np.concatenate(scores) if scores else empty.astype(np.float32))
+
+
 def user_metrics(score_fn: ScoreFn, data: EvalSet, num_items: int, ks=(10, 20, 50),
                  batch_size: int = 1024) -> pd.DataFrame:
     """The same figures per user: columns user_id, metric, k, value (users with a retrievable target

@@ -55,6 +55,13 @@ class Scorer:
             return self.popularity.score(len(rows))
         return self._score(rows, histories, user_ids)
 
+    def servable(self, user_ids: np.ndarray) -> np.ndarray:
+        """Which users this model can score: all for a history model (it reads the history), those
+        with a trained embedding for a graph model (a user too short to split has none)."""
+        if isinstance(self.model, LightGCN):
+            return np.isin(user_ids, self.model.user_ids.numpy())
+        return np.ones(len(user_ids), dtype=bool)
+
     def item_vectors(self) -> np.ndarray | None:
         return None if self.model is None else self.model.item_vectors().detach().numpy()
 
