@@ -1,5 +1,5 @@
 """The refresh job: ingest -> [semantic] -> [synthesize -> crowd_semantic] -> [describe] -> train ->
-[distill] -> evaluate -> export -> [publish] into <output_dir>/<run_id>/.
+[distill] -> evaluate -> export -> report -> [publish] into <output_dir>/<run_id>/.
 
 The semantic stage (user-individual interests) runs when a configured model has "+align"; the
 crowd stages (cliques, max-cover synthesized users, their interests) when one has "+contrast"; the
@@ -27,6 +27,7 @@ from jobs.evaluate import evaluate_run, metrics_table
 from jobs.export import export
 from jobs.ingest import ingest
 from jobs.publish import publish
+from jobs.report import report
 from jobs.semantic import semantic
 from jobs.synthesize import synthesize
 from jobs.train import train
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 
 def stages_for(models: list[str]) -> list[tuple[str, object]]:
     """The DAG, in order, for a set of models (names parsed by rec_core.models.names)."""
-    stages = [("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export)]
+    stages = [("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export), ("report", report)]
     if any(is_contrastive(model) for model in models):  # these train on the crowd's clusters
         stages[1:1] = [("synthesize", synthesize), ("crowd_semantic", crowd_semantic)]
     if any(is_described(model) for model in models):  # lightgcn+desc trains on its embeddings

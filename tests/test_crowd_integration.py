@@ -34,7 +34,7 @@ def test_crowd_stages_and_full_model_end_to_end(local_ray, data_dir, tmp_path):
     root = tmp_path / "crowd"
     stages = json.loads((root / "manifest.json").read_text())["stages"]
     assert [s for s in stages] == ["ingest", "semantic", "synthesize", "crowd_semantic",
-                                   "train:comirec_sa+align+contrast", "evaluate", "export", "publish"]
+                                   "train:comirec_sa+align+contrast", "evaluate", "export", "report", "publish"]
     assert all(info["status"] == "done" for info in stages.values())
 
     synthesized = pq.read_table(root / "synthesized_users").to_pandas()

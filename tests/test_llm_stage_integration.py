@@ -176,7 +176,7 @@ def test_session_distillation_with_the_llm_teacher_on_ray_train(llm_run, tmp_pat
     run = refresh(load_config(None, overrides))
     stages = run.manifest["stages"]
     assert list(stages) == ["ingest", "train:fpmc", "train:fpmc+student", "distill", f"train:{llm_model}",
-                            f"train:{encoder_model}", "evaluate", "export", "publish"]
+                            f"train:{encoder_model}", "evaluate", "export", "report", "publish"]
     rankings = run.read_table("llm_rankings")
     assert rankings.groupby("backend").size().to_dict() == {"encoder": 6, "llm": 4}
     assert set(rankings["status"]) <= {"ok", "repaired", "failed"}

@@ -38,7 +38,7 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     stages = manifest["stages"]
     assert {s: stages[s]["status"] for s in stages} == {s: "done" for s in (
         "ingest", "semantic", "synthesize", "crowd_semantic", "train:mind", "train:comirec_dr", "train:comirec_sa",
-        "train:comirec_sa+align", "train:comirec_sa+align+contrast", "evaluate", "export", "publish")}
+        "train:comirec_sa+align", "train:comirec_sa+align+contrast", "evaluate", "export", "report", "publish")}
     # the default semantic backend (encoder) groups every training user, more coherently than random
     assert stages["semantic"]["users"] == {"ok": stages["ingest"]["rows"]["users_train"]}
     coherence = stages["semantic"]["coherence"]
@@ -128,7 +128,7 @@ def test_refresh_with_graph_models_describes_then_trains_and_serves_without_the_
     root = tmp_path / "graph"
     stages = json.loads((root / "manifest.json").read_text())["stages"]
     assert [s for s in stages] == ["ingest", "describe", "train:lightgcn", "train:lightgcn+desc", "evaluate",
-                                   "export", "publish"]
+                                   "export", "report", "publish"]
     users, items = stages["describe"]["nodes"]["user"], stages["describe"]["nodes"]["item"]
     assert (users, items) == (943, 1682)
     descriptions = pq.read_table(root / "node_descriptions").to_pandas()
@@ -155,7 +155,7 @@ def test_session_data_trains_and_evaluates_on_the_session_protocol(local_ray, da
     refresh(config)
     root = tmp_path / "sessions"
     stages = json.loads((root / "manifest.json").read_text())["stages"]
-    assert [s for s in stages] == ["ingest", "train:fpmc", "train:stamp+student", "evaluate", "export", "publish"]
+    assert [s for s in stages] == ["ingest", "train:fpmc", "train:stamp+student", "evaluate", "export", "report", "publish"]
     splits = pq.read_table(root / "session_splits").to_pandas()
     test_sessions = set(splits.loc[splits["split"] == "test", "session_id"])
     per_user = pq.read_table(root / "user_metrics").to_pandas()

@@ -92,7 +92,7 @@ def test_refresh_job_submitted_to_two_node_cluster(data_dir, tmp_path):
         root = output / "two-nodes"
         manifest = json.loads((root / "manifest.json").read_text())
         assert all(stage["status"] == "done" for stage in manifest["stages"].values())
-        assert set(manifest["stages"]) == {"ingest", "train:comirec_sa", "evaluate", "export", "publish"}
+        assert set(manifest["stages"]) == {"ingest", "train:comirec_sa", "evaluate", "export", "report", "publish"}
         recs = pq.read_table(root / "recommendations").to_pandas()  # the serving lists: every user
         assert set(recs["model"]) == {"popularity", "comirec_sa"}
         assert len(recs) == 2 * manifest["stages"]["ingest"]["rows"]["users"] * 50
