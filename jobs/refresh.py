@@ -9,10 +9,11 @@ run, then <output_dir>/latest; exit code 3 when refused) when `publish.enabled`.
 evaluated on the session protocol (configs/sessions-hetrec-ml.yaml; `python -m jobs.distill`).
 
     python -m jobs.refresh                                  # ML-100K, all models, local Ray
-    python -m jobs.refresh --config configs/amazon-beauty.yaml run_id=nightly
-    ray job submit --working-dir . -- python -m jobs.refresh run_id=nightly output_dir=/shared/runs
+    python -m jobs.refresh --config configs/amazon-beauty.yaml run_id=beauty-1
+    ray job submit --working-dir . -- python -m jobs.refresh output_dir=/shared/runs   # a night: a new run
 
-Rerunning with the same run_id skips stages already done (and resumes an interrupted training).
+Rerunning with the same run_id skips stages already done (and resumes an interrupted training),
+under the same settings, code and input data only (rec_core.run.directory).
 """
 
 from __future__ import annotations
