@@ -50,6 +50,12 @@ def test_refresh_job_submitted_to_two_node_cluster(data_dir, tmp_path):
     pytest.importorskip("ray")
     temp_dir = tempfile.mkdtemp(prefix="rtn", dir="/tmp")  # short: Ray's socket paths have a length limit
     gcs_port, dash_port = free_port(), free_port()
+
+    def own_ports() -> list[str]:
+        """Per node: the ports Ray would otherwise take at fixed defaults (the dashboard agent's 52365
+        among them), so another Ray on this machine (a local job, a benchmark) cannot collide."""
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
     address = f"127.0.0.1:{gcs_port}"
     # Ray 2.60 enables token authentication on `ray start --head`: every node and client of this
     # cluster gets the same fresh token through the environment (nothing is written to ~/.ray).
@@ -63,12 +69,13 @@ def test_refresh_job_submitted_to_two_node_cluster(data_dir, tmp_path):
         nodes.append(subprocess.Popen(
             [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
              "--num-cpus=1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dash_port}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+             f"--dashboard-port={dash_port}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+             f"--ray-client-server-port={free_port()}", *own_ports()],
             env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
         wait_for(lambda: alive_nodes(address, env) >= 1, 120, "the head node")
         nodes.append(subprocess.Popen(
             [RAY, "start", "--block", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             '--resources={"second_node": 1}', "--disable-usage-stats"],
+             '--resources={"second_node": 1}', "--disable-usage-stats", *own_ports()],
             env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
         wait_for(lambda: alive_nodes(address, env) == 2, 120, "the second node")
 
@@ -79,7 +86,7 @@ def test_refresh_job_submitted_to_two_node_cluster(data_dir, tmp_path):
                    "python", "-m", "jobs.refresh", "run_id=two-nodes", f"output_dir={output}",
                    f"data.data_dir={data_dir}", "train.num_workers=2", "train.cpus_per_worker=1",
                    "train.epochs=1", "train.max_samples_per_epoch=4000", "models=[popularity,comirec_sa]"]
-        deadline = time.time() + 300  # longer on a loaded machine
+        deadline = time.time() + 180
         while True:  # the head's job agent comes up some seconds after the node itself
             submit = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
             if "No available agent" not in submit.stderr or time.time() > deadline:
