@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 
 from rec_core.eval.evaluator import top_k, user_metrics
+from rec_core.eval.tables import wide_metrics
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 from rec_core.train.ray_train import load_protocol
@@ -22,19 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def metrics_table(metrics: pd.DataFrame, split: str = "test") -> str:
-    view = metrics[metrics["split"] == split].copy()
-    view["column"] = view["metric"] + "@" + view["k"].astype(str)
-    table = view.pivot(index="model", columns="column", values="value")
-    order = sorted(table.columns, key=lambda c: (c.split("@")[0], int(c.split("@")[1])))
-    return table[order].to_string(float_format=lambda v: f"{v:.4f}")
-
-
-def ranking_rows(model: str, ranking) -> pd.DataFrame:
-    """A Ranking as rows (model, user_id, rank, item_id, score), rank 1 = best."""
-    users, depth = ranking.item_ids.shape
-    return pd.DataFrame({"model": model, "user_id": np.repeat(ranking.user_ids, depth),
-                         "rank": np.tile(np.arange(1, depth + 1), users),
-                         "item_id": ranking.item_ids.reshape(-1), "score": ranking.scores.reshape(-1)})
+    return wide_metrics(metrics, split).to_string(float_format=lambda v: f"{v:.4f}")
 
 
 def evaluate_run(run: Run) -> pd.DataFrame:
@@ -44,8 +32,8 @@ def evaluate_run(run: Run) -> pd.DataFrame:
         per_user, test_lists = [], []
         for name in run.config["models"]:
             scorer = Scorer(name, data, run.root / "models" / name)
-            test_lists.append(ranking_rows(name, top_k(scorer, data.test.histories, data.num_items,
-                                                       run.config["eval"]["top_k"], batch)))
+            ranking = top_k(scorer, data.test.histories, data.num_items, run.config["eval"]["top_k"], batch)
+            test_lists.append(ranking.rows().assign(model=name)[["model", "user_id", "rank", "item_id", "score"]])
             for split, eval_set in (("valid", data.valid), ("test", data.test)):
                 users = user_metrics(scorer, eval_set, data.num_items, ks=ks, batch_size=batch)
                 per_user.append(users.assign(model=name, split=split))

@@ -63,11 +63,11 @@ def export(run: Run) -> None:
                 histories = sequences_for(interactions, all_histories.user_ids[servable])
                 sources = all_sources[servable]
             ranking = top_k(scorer, histories, data.num_items, top, batch)
+            ranked = ranking.rows()
             recommendations.append(pd.DataFrame({
                 "schema_version": SCHEMA_VERSION, "model": name, "user_source_id": np.repeat(sources, top),
-                "rank": np.tile(np.arange(1, top + 1), len(sources)),
-                "item_source_id": item_source[ranking.item_ids.reshape(-1)],
-                "score": ranking.scores.reshape(-1).astype(np.float32)}))
+                "rank": ranked["rank"], "item_source_id": item_source[ranked["item_id"].to_numpy()],
+                "score": ranked["score"].to_numpy(np.float32)}))
             vectors = scorer.item_vectors()
             if vectors is None:
                 continue

@@ -11,7 +11,6 @@ and before publish, so a run the quality gate refuses still has its report.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pandas as pd
@@ -21,7 +20,7 @@ from rec_core.report.html import ReportInputs, render_report
 from rec_core.run.cli import main_guard
 from rec_core.run.config import ConfigError
 from rec_core.run.directory import Run
-from rec_core.run.publish import SUCCESS_MARKER
+from rec_core.run.publish import SUCCESS_MARKER, runs_of
 from rec_core.train.saved_model import load_model_config
 
 log = logging.getLogger(__name__)
@@ -47,13 +46,8 @@ def example_clusters(clusters: pd.DataFrame, items: pd.DataFrame, users: int = 3
 
 def published_metrics(run: Run) -> list[tuple[str, pd.DataFrame]]:
     """(run id, metrics) of the published runs of the run's output_dir, oldest first."""
-    found = []
-    for folder in run.root.parent.iterdir():
-        if folder.is_symlink() or not (folder / SUCCESS_MARKER).is_file() or not (folder / "metrics").is_dir():
-            continue
-        created = json.loads((folder / "manifest.json").read_text()).get("created", "")
-        found.append((created, folder.name, pd.read_parquet(folder / "metrics")))
-    return [(run_id, metrics) for _, run_id, metrics in sorted(found, key=lambda entry: entry[0])]
+    return [(folder.name, pd.read_parquet(folder / "metrics")) for folder, _ in reversed(runs_of(run.root.parent))
+            if (folder / SUCCESS_MARKER).is_file() and (folder / "metrics").is_dir()]
 
 
 def report(run: Run) -> None:

@@ -36,6 +36,13 @@ class Ranking:
     item_ids: np.ndarray  # [U, K]
     scores: np.ndarray  # [U, K]
 
+    def rows(self) -> pd.DataFrame:
+        """One row per user and place: user_id, rank (1 = best), item_id, score."""
+        users, depth = self.item_ids.shape
+        return pd.DataFrame({"user_id": np.repeat(self.user_ids, depth), "rank": np.tile(np.arange(1, depth + 1), users),
+                             "item_id": self.item_ids.reshape(-1), "score": self.scores.reshape(-1)})
+
+
 
 def _csr_rows(sequences: Sequences, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(batch row index, item id) pairs for the given rows of a CSR sequence set."""

@@ -32,6 +32,7 @@ matplotlib.use("Agg")  # no display: PNGs only
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from rec_core.eval.tables import wide_metrics  # noqa: E402
 from rec_core.eval.paired import paired_difference  # noqa: E402
 
 LLM_KEYS = {"prompts", "cache_hits", "sent", "input_tokens", "output_tokens"}  # rec_core.llm.stage.LLMStats
@@ -125,10 +126,7 @@ def render_report(inputs: ReportInputs) -> str:
     ], columns=["", "value"])
     sections.append(("Run", _table(summary)))
 
-    test = metrics[metrics["split"] == "test"].copy()
-    test["column"] = test["metric"] + "@" + test["k"].astype(str)
-    wide = test.pivot(index="model", columns="column", values="value")
-    wide = wide[sorted(wide.columns, key=lambda c: (c.split("@")[0], int(c.split("@")[1])))]
+    wide = wide_metrics(metrics, "test")
     wide = wide.reindex([m for m in config["models"] if m in wide.index]).reset_index()
     body = _table(wide)
     paired = paired_rows(inputs.user_metrics, "recall", k)

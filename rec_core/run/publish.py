@@ -122,23 +122,27 @@ def _point_latest_at(output_dir: Path, target: Path) -> None:
     os.replace(temporary, output_dir / LATEST)
 
 
-def prune_runs(output_dir: Path, keep_runs: int, keep: Path) -> list[str]:
-    """Delete the runs beyond the newest `keep_runs` (0: none), sparing published and unfinished ones."""
-    if keep_runs <= 0:
-        return []
+def runs_of(output_dir: Path) -> list[tuple[Path, dict]]:
+    """(folder, manifest) of every run in `output_dir`, newest first by creation time; the pointer,
+    the caches and folders whose manifest cannot be read are not runs here."""
     runs = []
     for folder in output_dir.iterdir():
         manifest = folder / "manifest.json"
         if folder.is_symlink() or not manifest.is_file():
-            continue  # not a run (the pointer, the caches)
+            continue
         try:
-            info = json.loads(manifest.read_text())
+            runs.append((folder, json.loads(manifest.read_text())))
         except json.JSONDecodeError:
-            continue  # unreadable: never delete what we cannot identify
-        runs.append((info.get("created", ""), folder, info))
-    runs.sort(key=lambda entry: entry[0], reverse=True)
+            continue  # unreadable: never act on what we cannot identify
+    return sorted(runs, key=lambda entry: entry[1].get("created", ""), reverse=True)
+
+
+def prune_runs(output_dir: Path, keep_runs: int, keep: Path) -> list[str]:
+    """Delete the runs beyond the newest `keep_runs` (0: none), sparing published and unfinished ones."""
+    if keep_runs <= 0:
+        return []
     deleted = []
-    for created, folder, info in runs[keep_runs:]:
+    for folder, info in runs_of(output_dir)[keep_runs:]:
         running = any(stage.get("status") == "running" for stage in info.get("stages", {}).values())
         if folder == keep or (folder / SUCCESS_MARKER).exists() or running:
             continue
