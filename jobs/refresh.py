@@ -13,7 +13,11 @@ evaluated on the session protocol (configs/sessions-hetrec-ml.yaml; `python -m j
     ray job submit --working-dir . -- python -m jobs.refresh output_dir=/shared/runs   # a night: a new run
 
 Rerunning with the same run_id skips stages already done (and resumes an interrupted training),
-under the same settings, code and input data only (rec_core.run.directory).
+under the same settings, code and input data only (rec_core.run.directory). A night scheduled with
+`run_id=nightly-{date} previous_run=latest` starts from the published run and recomputes only what
+changed (rec_core.run.incremental; cluster/raycronjob.yaml):
+
+    python -m jobs.refresh --config configs/amazon-beauty.yaml run_id=nightly-{date} previous_run=latest
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from jobs.train import train
 from rec_core.models.names import is_aligned, is_contrastive, is_described, is_distilled
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
+from rec_core.run.incremental import INCREMENTAL, plan_night
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,10 @@ def refresh(config: dict, stop_after: str | None = None) -> Run:
     began = time.perf_counter()
     run = Run(config)
     log.info("run %s -> %s", run.run_id, run.root)
+    if config["previous_run"] is not None:
+        plan = plan_night(run)
+        print(f"{plan['mode']} night ({plan['reason']})"
+              + (f", from run {plan['previous_run']}" if plan["mode"] == INCREMENTAL else ""), flush=True)
     stages = stages_for(config["models"])
     if config["publish"]["enabled"] and stop_after is None:
         stages.append(("publish", publish))

@@ -20,7 +20,8 @@ serving.
 
 Table columns: user_id, cluster, name, item_ids, status (ok / repaired / failed), backend,
 cache_key (llm backend), detail (repairs applied, or why it failed; failed users get one row with
-cluster -1). The manifest records counts, LLM token counts and timings, and the coherence of the
+cluster -1), input_key (rec_core.run.incremental.history_key of the grouped items: an incremental
+night keeps the clusters of every history whose key is unchanged and groups only the others). The manifest records counts, LLM token counts and timings, and the coherence of the
 grouping against random partitions of the same sizes.
 """
 
@@ -38,6 +39,7 @@ from rec_core.interests.coherence import coherence
 from rec_core.llm.cluster_output import CLUSTER_SCHEMA, FAILED, OK, ClusterResult, validate_clusters
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run, text_cache_folder
+from rec_core.run.incremental import history_key, previous_root, reusable_groupings
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +138,27 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
     """Group each history (id -> item ids) with `backend` into table `table_name`, inside run stage
     `stage` (shared by this stage and jobs.crowd_semantic)."""
     config = run.config
+    if backend not in ("encoder", "llm"):
+        raise ValueError(f"semantic.backend must be 'encoder' or 'llm', got {backend!r}")
     with run.stage(stage) as info:
         items = run.read_table("items")
-        log.info("%s: grouping %d histories with the %s backend", stage, len(histories), backend)
-        if backend == "encoder":
-            rows, extra = group_with_encoder(items, histories, config)
-        elif backend == "llm":
-            rows, extra = group_with_llm(items, histories, config)
-        else:
-            raise ValueError(f"semantic.backend must be 'encoder' or 'llm', got {backend!r}")
-        table = pd.DataFrame(rows).rename(columns={"user_id": id_column})
+        keys = {history: history_key(items, item_ids) for history, item_ids in histories.items()}
+        previous = previous_root(run)
+        reused = reusable_groupings(previous, table_name, id_column, keys, items) if previous else pd.DataFrame()
+        if len(reused):  # a failed grouping is tried again
+            reused = reused[~reused.groupby(id_column)["status"].transform(lambda s: (s == FAILED).any())]
+        taken = set(reused[id_column].tolist()) if len(reused) else set()
+        pending = {history: item_ids for history, item_ids in histories.items() if history not in taken}
+        log.info("%s: grouping %d histories with the %s backend (%d kept from the previous run)", stage,
+                 len(pending), backend, len(taken))
+        rows, extra = [], {}
+        if pending:
+            rows, extra = (group_with_encoder if backend == "encoder" else group_with_llm)(items, pending, config)
+        table = pd.concat([reused, pd.DataFrame(rows).rename(columns={"user_id": id_column})], ignore_index=True)
+        if len(table):
+            table = table.sort_values([id_column, "cluster"], kind="stable", ignore_index=True)
+            table["input_key"] = table[id_column].map(keys)
+        info["histories"] = {"grouped": len(pending), "kept_from_previous_run": len(taken)}
         info["rows"] = {table_name: run.write_table(table_name, table)}
         per_user = table.drop_duplicates(id_column)["status"]
         grouped = table[table["status"] != FAILED]

@@ -3,20 +3,31 @@
 Each model is its own sub-stage `train:<model>`: a finished model is skipped on rerun, an
 interrupted one resumes from its last checkpoint. The best weights (validation Recall@50) are
 written to <run>/models/<model>/ as model.safetensors + model.json (rec_core.train.saved_model). Popularity needs no training; a distilled student
-(`+distill`) is fine-tuned by the distill stage after its teacher and student (jobs.distill)."""
+(`+distill`) is fine-tuned by the distill stage after its teacher and student (jobs.distill).
+
+On an incremental night (rec_core.run.incremental) a multi-interest model whose architecture
+(ARCHITECTURE_KEYS) is the previous run's starts from its weights and trains at most
+`incremental.epochs` epochs; the manifest entry of `train:<model>` says which start it had."""
 
 from __future__ import annotations
 
 import logging
 
-from rec_core.models.names import is_distilled, is_neural
+from pathlib import Path
+
+from rec_core.models.names import is_distilled, is_neural, parse_model_name
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
+from rec_core.run.incremental import item_rows, previous_root
 from rec_core.train.ray_train import fit_with_ray_train
-from rec_core.train.saved_model import save_model
+from rec_core.train.saved_model import load_model_config, save_model
 from rec_core.train.scoring import model_config
 
 log = logging.getLogger(__name__)
+
+# the train settings that shape a multi-interest model's weights: a warm start needs them unchanged
+ARCHITECTURE_KEYS = ("embedding_dim", "num_interests", "max_history", "routing_iterations", "transformer_blocks",
+                     "attention_heads")
 
 
 def init_ray() -> None:
@@ -38,11 +49,35 @@ def train(run: Run) -> None:
         train_model(run, name, num_items)
 
 
+def warm_start(previous: Path | None, run: Run, name: str) -> tuple[dict | None, str]:
+    """({"folder": the previous run's model, "item_rows": ...} or None, why) for model `name`."""
+    if previous is None:
+        return None, "full run"
+    spec = parse_model_name(name)
+    if spec.graph or spec.session:
+        return None, "trains from scratch (warm starts are for the multi-interest models)"
+    folder = previous / "models" / name
+    if not (folder / "model.json").is_file():
+        return None, f"not in the previous run {previous.name}"
+    before, now = load_model_config(folder)["train_config"], run.config["train"]
+    changed = [key for key in ARCHITECTURE_KEYS if before.get(key) != now.get(key)]
+    if changed:
+        return None, f"other {', '.join(changed)} than in the previous run: trains from scratch"
+    return {"folder": str(folder), "item_rows": item_rows(previous, run.read_table("items"))}, \
+        f"warm start from {previous.name}"
+
+
 def train_model(run: Run, name: str, num_items: int) -> dict:
     """The sub-stage `train:<name>`: Ray Train, the best weights saved; its manifest record."""
     with run.stage(f"train:{name}") as info:
-        state = fit_with_ray_train(name, run.config, run.root)
-        save_model(run.root / "models" / name, name, num_items, model_config(name, run.config), state["best_model"],
+        warm, info["start"] = warm_start(previous_root(run), run, name)
+        config = run.config
+        if warm is not None:
+            config = {**config, "train": {**config["train"], "epochs": config["incremental"]["epochs"]}}
+            info["items_known"] = int((warm["item_rows"] >= 0).sum())
+            info["items_new"] = int((warm["item_rows"] < 0).sum())
+        state = fit_with_ray_train(name, config, run.root, warm_start=warm)
+        save_model(run.root / "models" / name, name, num_items, model_config(name, config), state["best_model"],
                    state["history"])
         info["epochs"] = state["epoch"]
         info["best_valid_recall@50"] = state["best_metric"]

@@ -174,6 +174,20 @@ def test_rerun_with_other_code_is_refused(tmp_path, monkeypatch):
         directory.Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1"]))
 
 
+def test_date_in_a_run_id_is_the_utc_date_so_a_retry_of_the_night_resumes_it(tmp_path):
+    import datetime
+
+    from rec_core.run.directory import Run
+
+    first = Run(load_config(None, [f"output_dir={tmp_path}", "run_id=nightly-{date}"]))
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+    if first.run_id != f"nightly-{today}":  # the clock passed midnight UTC between the two reads
+        today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+    assert first.run_id == f"nightly-{today}" and first.root == tmp_path / f"nightly-{today}"
+    again = Run(load_config(None, [f"output_dir={tmp_path}", "run_id=nightly-{date}"]))
+    assert again.root == first.root and again.manifest["created"] == first.manifest["created"]
+
+
 def test_code_version_without_git_comes_from_the_environment_or_the_stamp_file(tmp_path, monkeypatch):
     import shutil
     import subprocess

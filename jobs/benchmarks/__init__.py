@@ -3,7 +3,8 @@
 - `models`: model quality and training throughput (`baselines`, `alignment`, `ablation`);
 - `llm`: the LLM stage (`llm-throughput`, `llm-cache`, `grouping`);
 - `crowd`: the max-cover solver (`max-cover`);
-- `distill`: session distillation (`distill`, `selection-cost`).
+- `distill`: session distillation (`distill`, `selection-cost`);
+- `incremental`: an incremental night against a full run on the same data (`incremental`).
 
 Each module's `add_commands(subparsers)` declares its sub-commands; each prints figures (a table,
 then JSON lines). A benchmark writes its runs under `output_dir` with a run id naming the benchmark

@@ -41,8 +41,10 @@ class UserCliques:
         self.max_item_users, self.min_size, self.max_size = max_item_users, min_size, max_size
         self.chunk_users = chunk_users
 
-    def fit(self, interactions: pd.DataFrame) -> "UserCliques":
-        """interactions: user_id, item_id (the training users' interactions)."""
+    def fit(self, interactions: pd.DataFrame, taken=()) -> "UserCliques":
+        """interactions: user_id, item_id (the training users' interactions). `taken`: users already in
+        a group (an incremental night's kept cliques): they shape the similarity graph like everyone
+        else but join no new group, so the new groups are those a full selection would add."""
         pairs = interactions[["user_id", "item_id"]].drop_duplicates()
         users, user_rows = np.unique(pairs["user_id"].to_numpy(), return_inverse=True)
         items, item_cols = np.unique(pairs["item_id"].to_numpy(), return_inverse=True)
@@ -69,7 +71,8 @@ class UserCliques:
         graph.add_nodes_from(range(len(users)))
         for u, neighbours in enumerate(top):
             graph.add_weighted_edges_from((u, v, w) for v, w in neighbours.items() if v > u and u in top[v])
-        groups = self._select(graph)
+        row_of = {int(user): row for row, user in enumerate(users.tolist())}
+        groups = self._select(graph, {row_of[int(u)] for u in taken if int(u) in row_of})
         self.users_ = users
         self.graph_ = nx.relabel_nodes(graph, dict(enumerate(users.tolist())))
         self.cliques_ = [tuple(sorted(int(users[u]) for u in group)) for group in groups]
@@ -80,7 +83,7 @@ class UserCliques:
         log.info("user cliques: %s", self.stats_)
         return self
 
-    def _select(self, graph: nx.Graph) -> list[list[int]]:
+    def _select(self, graph: nx.Graph, taken: set[int]) -> list[list[int]]:
         def score(members):
             weights = [graph[u][v]["weight"] for i, u in enumerate(members) for v in members[i + 1:]]
             return float(np.mean(weights))
@@ -97,7 +100,7 @@ class UserCliques:
             if len(clique) >= self.min_size:
                 members = trimmed(clique)
                 heapq.heappush(heap, (-score(members), members))
-        taken: set[int] = set()
+        taken = set(taken)
         groups = []
         while heap:
             _, members = heapq.heappop(heap)

@@ -288,12 +288,26 @@ class PublishConfig(Section):
                                                 "(published ones and unfinished ones are always kept); 0: keep all")
 
 
+class IncrementalConfig(Section):
+    full_retrain_every: int = Field(7, ge=0, description="with previous_run: every Nth night since the last full "
+                                                         "run is a full run again (everything recomputed, models "
+                                                         "trained from scratch, the crowd re-partitioned); 0: never")
+    full_retrain: bool = Field(False, description="with previous_run: make this night a full run (on request)")
+    epochs: int = Field(3, ge=1, description="most epochs of a model warm-started from the previous run's weights "
+                                             "(train.patience applies); a full run uses train.epochs")
+
+
 DEFAULT_MODELS = ["popularity", "mind", "comirec_dr", "comirec_sa", "comirec_sa+align", "comirec_sa+align+contrast"]
 
 
 class RunConfig(Section):
     run_id: Optional[str] = Field(None, description="None: a fresh id from the clock; reuse an id to resume / "
-                                                    "skip finished stages")
+                                                    "skip finished stages; {date} in it is the UTC date "
+                                                    "(nightly-{date}: one run per night, a retry resumes it)")
+    previous_run: Optional[str] = Field(None, description="None: a full run; a run id of output_dir, or 'latest' "
+                                                          "(the published run; none yet: a full run): an "
+                                                          "incremental night that reuses what did not change "
+                                                          "(rec_core.run.incremental)")
     output_dir: Annotated[str, AfterValidator(_local_path)] = Field("runs", description="every run writes <output_dir>/<run_id>/<table>/ and manifest.json")
     seed: int = Field(2026, ge=0, description="seeds model initialisation and sampling (split.seed seeds the "
                                               "split)")
@@ -314,6 +328,7 @@ class RunConfig(Section):
     llm: LLMConfig = LLMConfig()
     eval: EvalConfig = EvalConfig()
     publish: PublishConfig = PublishConfig()
+    incremental: IncrementalConfig = IncrementalConfig()
 
     @field_validator("run_id")
     @classmethod

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 # `models` (may grow: new models are trained, finished ones kept), `output_dir`, `run_id`, and the
 # LLM engine's resources (replicas, batch size, CPUs, cache location), which do not change answers.
 PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd", "contrast", "graph", "desc", "session", "distill", "eval",
-                   "llm.model", "llm.max_tokens", "llm.temperature", "llm.max_model_len")
+                   "llm.model", "llm.max_tokens", "llm.temperature", "llm.max_model_len", "previous_run", "incremental")
 
 # Sections that only the train stage and those after it read. Two runs whose configs differ in
 # nothing else produce the same tables before training, so `fork_upstream` may share them.
@@ -50,6 +50,7 @@ UPSTREAM_STAGES = ("ingest", "semantic", "synthesize", "crowd_semantic", "descri
 CODE_VERSION_ENV = "LLMREC_CODE_VERSION"
 CODE_VERSION_FILE = "CODE_VERSION"  # beside pyproject.toml; written by an image build (cluster/Dockerfile)
 UNKNOWN_VERSION = "unknown"
+RUN_DATE_FIELD = "{date}"  # in a run id: the UTC date, YYYYMMDD (run_id=nightly-{date})
 
 
 def code_version() -> str:
@@ -103,6 +104,9 @@ class Run:
         self.config = config
         if not config.get("run_id"):
             config["run_id"] = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        elif RUN_DATE_FIELD in str(config["run_id"]):  # one run per night: a retry of the night resumes it
+            today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
+            config["run_id"] = str(config["run_id"]).replace(RUN_DATE_FIELD, today)
         self.run_id = str(config["run_id"])
         self.root = Path(config["output_dir"]).expanduser().resolve() / self.run_id
         self.root.mkdir(parents=True, exist_ok=True)
@@ -160,10 +164,7 @@ class Run:
         return len(frame)
 
     def read_table(self, name: str) -> pd.DataFrame:
-        folder = self.table_path(name)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"table '{name}' not found in run {self.root}; run the stage that writes it")
-        return pq.read_table(folder).to_pandas()
+        return read_run_table(self.root, name)
 
     def has_table(self, name: str) -> bool:
         return (self.table_path(name) / "part-0.parquet").exists()
@@ -196,6 +197,14 @@ class Run:
         temporary = self.manifest_path.with_suffix(".json.tmp")
         temporary.write_text(json.dumps(self.manifest, indent=2, default=str))
         os.replace(temporary, self.manifest_path)
+
+
+def read_run_table(root: Path, name: str) -> pd.DataFrame:
+    """Table `name` of the run in folder `root` (also of a run this process does not own)."""
+    folder = Path(root) / name
+    if not folder.is_dir():
+        raise FileNotFoundError(f"table '{name}' not found in run {root}; run the stage that writes it")
+    return pq.read_table(folder).to_pandas()
 
 
 def text_cache_folder(config: dict) -> Path:

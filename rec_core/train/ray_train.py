@@ -138,11 +138,14 @@ def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTrain
         clusters = shuffled_clusters(clusters, loop_config["seed"]) if clusters is not None else None
         synthesized = shuffled_clusters(synthesized, loop_config["seed"]) if synthesized is not None else None
     synthesized = list(synthesized.values()) if synthesized is not None else None
+    warm = loop_config.get("warm_start")
     return MultiInterestTraining(loop_config["model"], loop_config["train"], data, loop_config["seed"],
                                  rank=rank, world_size=world, clusters=clusters,
                                  align=loop_config["align"] if spec.aligned else None,
                                  synthesized_clusters=synthesized,
-                                 contrast=loop_config["contrast"] if spec.contrastive else None)
+                                 contrast=loop_config["contrast"] if spec.contrastive else None,
+                                 warm_start=(load_model(Path(warm["folder"]))[1], np.asarray(warm["item_rows"]))
+                                 if warm else None)
 
 
 def _train_loop_per_worker(loop_config: dict) -> None:
@@ -176,11 +179,13 @@ def _train_loop_per_worker(loop_config: dict) -> None:
     recipe.cleanup()
 
 
-def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: str | None = None) -> dict:
+def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: str | None = None,
+                       warm_start: dict | None = None) -> dict:
     """Train one model on Ray Train; returns the final training state (with the best weights).
 
     `run_name` (default: the model name) names the Ray Train run under <run>/ray_train/: the same
-    name resumes, another one starts afresh."""
+    name resumes, another one starts afresh. `warm_start` = {"folder": a saved model of another run,
+    "item_rows": this run's items' rows in it} starts from its weights (MultiInterestTraining)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -190,7 +195,7 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: 
         train_loop_config={"model": model_name, "train": train_config, "seed": config["seed"],
                            "align": config["align"], "contrast": config["contrast"], "desc": config["desc"],
                            "session": config["session"], "distill": config["distill"], "max_prefix": config["split"]["session_max_prefix"],
-                           "run_root": str(run_root),
+                           "run_root": str(run_root), "warm_start": warm_start,
                            "history_fraction": config["split"]["history_fraction"]},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train_config["num_workers"], use_gpu=train_config["use_gpu"],

@@ -46,6 +46,19 @@ def training_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return starts.astype(np.int64), ends.astype(np.int64), rows.astype(np.int64)
 
 
+def warm_started(fresh: dict, previous: dict, item_rows: np.ndarray) -> dict:
+    """A state dict that is `previous` (another run's weights of the same architecture) except the item
+    embedding: item i takes the previous run's row item_rows[i], a new item (-1) keeps its row of
+    `fresh` (the seeded initialisation of a full run); the padding row is the last one in both."""
+    state = dict(previous)
+    table, before = fresh["item_embedding.weight"].clone(), previous["item_embedding.weight"]
+    known = torch.as_tensor(item_rows >= 0)
+    table[:-1][known] = before[torch.as_tensor(item_rows[item_rows >= 0])]
+    table[-1] = before[-1]
+    state["item_embedding.weight"] = table
+    return state
+
+
 def model_score_fn(model, max_history: int, num_items: int):
     """Evaluator callback: pad each user's history and score all items."""
 
@@ -65,13 +78,16 @@ class MultiInterestTraining:
     `align` = {"weight", "temperature"}. A model with "+contrast" also gets the contrastive loss
     (rec_core.crowd.contrastive) on the clusters of the synthesized users (`synthesized_clusters`: one
     list of item-id lists per synthesized user), `contrast["users_per_batch"]` of them drawn at
-    random for every training batch, with `contrast` = {"weight", "temperature", "users_per_batch"}."""
+    random for every training batch, with `contrast` = {"weight", "temperature", "users_per_batch"}.
+    `warm_start` = (another run's best weights, item_rows) starts from those weights (warm_started)
+    instead of the random initialisation (an incremental night, rec_core.run.incremental)."""
 
     def __init__(self, model_name: str, train_config: dict, data: ProtocolData, seed: int,
                  rank: int = 0, world_size: int = 1, clusters: dict[int, list[list[int]]] | None = None,
                  align: dict | None = None, synthesized_clusters: list[list[list[int]]] | None = None,
-                 contrast: dict | None = None):
+                 contrast: dict | None = None, warm_start: tuple[dict, np.ndarray] | None = None):
         self.model_name, self.config, self.data, self.seed = model_name, train_config, data, seed
+        self.warm_start = warm_start
         self.rank, self.world_size = rank, world_size
         self.clusters, self.align = clusters, align
         self.synthesized_clusters, self.contrast = synthesized_clusters, contrast
@@ -86,6 +102,10 @@ class MultiInterestTraining:
         torch.manual_seed(self.seed)
         torch.set_num_threads(max(1, int(self.config["cpus_per_worker"])))
         self.model_ = self.build_model()
+        if state is None and self.warm_start is not None:
+            self.model_.load_state_dict(warm_started(self.model_.state_dict(), *self.warm_start))
+            log.info("%s: warm start from the previous run's weights (%d of %d items known)", self.model_name,
+                     int((self.warm_start[1] >= 0).sum()), len(self.warm_start[1]))
         self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate(),
                                            weight_decay=self.config["weight_decay"])
         self.epoch_, self.best_metric_, self.bad_epochs_, self.history_ = 0, -1.0, 0, []
