@@ -64,6 +64,16 @@ def yesterday(interactions: pd.DataFrame, changed_share: float, seed: int) -> tu
     return interactions.reset_index(drop=True).drop(index=dropped), changed
 
 
+def changed_grouped_users(root: Path, changed_sources: pd.Series, config: dict) -> int:
+    """How many changed users are among those the semantic stage groups (its selected training users)."""
+    from jobs.semantic import select_users
+
+    users = pd.read_parquet(root / "users").set_index("source_id")["user_id"]
+    selected = select_users(pd.read_parquet(root / "user_splits"), config["semantic"]["max_users"],
+                            config["semantic"]["selection_seed"])
+    return len(set(users[changed_sources.astype(str)].tolist()) & set(selected.tolist()))
+
+
 def run_summary(root: Path) -> dict:
     manifest = json.loads((root / "manifest.json").read_text())
     stages = manifest["stages"]
@@ -107,8 +117,9 @@ def incremental_benchmark(args) -> None:
           f"(ratio {night['total_seconds'] / full['total_seconds']:.3f}; goal <= 0.20)")
     for stage in full["stage_seconds"]:
         print(f"  {stage:32s} {night['stage_seconds'].get(stage)!s:>8} s   full {full['stage_seconds'][stage]!s:>8} s")
-    print(f"LLM prompts sent: night 2 {night['llm_prompts_sent']}, full {full['llm_prompts_sent']}; "
-          f"changed users {len(changed)}")
+    regrouped = changed_grouped_users(root / "nightly" / "night-2", tables.users.loc[changed, "source_id"], config)
+    print(f"LLM prompts sent: night 2 {night['llm_prompts_sent']} (the changed users the semantic stage groups: "
+          f"{regrouped}), the full run after it {full['llm_prompts_sent']} (the same cache)")
     print(f"semantic histories: {night['semantic']}; crowd: {night['crowd_semantic']}; cliques: {night['cliques']}")
     print(f"training: {night['train']}")
     per_user = pd.concat([pd.read_parquet(root / "nightly" / "night-2" / "user_metrics").assign(run="night"),
@@ -121,6 +132,7 @@ def incremental_benchmark(args) -> None:
                               rows[rows["run"] == "full"]])
         paired += print_paired(labelled, [f"{model} (incremental)"], model)
     print(json.dumps({"benchmark": "incremental", "dataset": args.dataset, "changed_users": int(len(changed)),
+                      "changed_users_grouped": regrouped,
                       "night": night, "full": full, "paired": paired}, default=str))
 
 
