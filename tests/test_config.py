@@ -63,6 +63,12 @@ def test_values_parse_to_their_types(override, key, value):
     ("data.data_dir=gs://bucket/data", "remote storage (gs://) is not supported yet"),
     ("llm.cache_dir=hdfs://x/cache", "remote storage (hdfs://)"),
     ("train", "key=value"),
+    ("run_id=../escape", "config key 'run_id': got '../escape'; a run id is one folder name under output_dir"),
+    ("run_id=/abs/run", "config key 'run_id': got '/abs/run'; a run id is one folder name"),
+    ("run_id=.", "config key 'run_id': got '.'; a run id is one folder name"),
+    ("run_id=a/b", "config key 'run_id': got 'a/b'"),
+    ("previous_run=../x", "config key 'previous_run': got '../x'; a run id is one folder name"),
+    ("run_id=latest", "'latest' names the pointer to the published run"),
 ])
 def test_bad_overrides_are_one_clear_line(override, message):
     with pytest.raises(ConfigError) as error:

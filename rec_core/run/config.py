@@ -39,6 +39,7 @@ class ConfigError(ValueError):
     """A config file or override names an unknown key or has a bad value."""
 
 
+RUN_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._:-]|\{date\})*")
 LATEST = "latest"  # <output_dir>/latest: the pointer to the published run (rec_core.run.publish)
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -330,10 +331,16 @@ class RunConfig(Section):
     publish: PublishConfig = PublishConfig()
     incremental: IncrementalConfig = IncrementalConfig()
 
-    @field_validator("run_id")
+    @field_validator("run_id", "previous_run")
     @classmethod
-    def _not_the_pointer(cls, value: Optional[str]) -> Optional[str]:
-        if value == LATEST:
+    def _a_folder_name(cls, value: Optional[str], info) -> Optional[str]:
+        """A run id names one folder directly under output_dir: no path, nothing hidden."""
+        if value is None:
+            return value
+        if not RUN_ID.fullmatch(value):
+            raise ValueError("a run id is one folder name under output_dir: letters, digits, '.', '_', '-', ':' "
+                             "(and {date}), starting with a letter or digit; no '/', '..' or absolute path")
+        if value == LATEST and info.field_name == "run_id":
             raise ValueError(f"'{LATEST}' names the pointer to the published run, not a run")
         return value
 
