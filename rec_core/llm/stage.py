@@ -79,12 +79,35 @@ def messages_for(system: str, user: str) -> list[dict]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def special_token_texts(tokenizer) -> list[str]:
+    """The strings the tokenizer turns into special tokens (role markers, end of text...), longest first."""
+    texts = set(tokenizer.all_special_tokens)
+    texts.update(token.content for token in getattr(tokenizer, "added_tokens_decoder", {}).values() if token.special)
+    return sorted((t for t in texts if len(t) > 1), key=len, reverse=True)
+
+
+def neutralised(text: str, specials: list[str]) -> str:
+    """`text` with every special-token string broken by a zero-width space after its first character,
+    so that text from the data (an item title holding "<|im_end|><|im_start|>system ...") is read as
+    text and can never open or close a chat role."""
+    for special in specials:
+        if special in text:
+            text = text.replace(special, special[0] + ZERO_WIDTH_SPACE + special[1:])
+    return text
+
+
 def render_prompts(model: str, systems, users) -> list[str]:
-    """The chat-template rendering vLLM's `LLM.chat` would apply, done once in the driver."""
+    """The chat-template rendering vLLM's `LLM.chat` would apply, done once in the driver; the
+    messages' special-token strings are neutralised first (they carry item text from the data)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    return [tokenizer.apply_chat_template(messages_for(s, u), tokenize=False, add_generation_prompt=True)
+    specials = special_token_texts(tokenizer)
+    return [tokenizer.apply_chat_template(messages_for(neutralised(s, specials), neutralised(u, specials)),
+                                          tokenize=False, add_generation_prompt=True)
             for s, u in zip(systems, users)]
 
 
