@@ -19,7 +19,7 @@ from rec_core.run.publish import publish as publish_run
 
 
 def publish(run: Run) -> None:
-    unfinished = [stage for stage in ("evaluate", "export") if not run.stage_done(stage)]
+    unfinished = [stage for stage in ("evaluate", "export") if not run.stage_current(stage)]
     if unfinished:
         raise ConfigError(f"run {run.run_id}: {' and '.join(unfinished)} not finished; only a finished run is "
                           "published (run jobs.refresh with this run_id)")

@@ -74,7 +74,7 @@ def refresh(config: dict, stop_after: str | None = None) -> Run:
     if stop_after is not None:
         stages = stages[: [name for name, _ in stages].index(stop_after) + 1]
     for stage, function in stages:
-        if stage not in ("train", "distill") and run.stage_done(stage):
+        if stage not in ("train", "distill") and run.stage_current(stage):
             log.info("stage %s already done in this run: skipped", stage)
             if stage == "evaluate":
                 print(metrics_table(run.read_table("metrics")), flush=True)

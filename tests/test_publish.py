@@ -89,3 +89,32 @@ def test_retention_keeps_the_newest_runs_published_ones_and_unfinished_ones(tmp_
     publish(newer[-1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d1", "d4", "d5", "d6", "latest", "text_embedding_cache"]
     assert json.loads((newer[-1].root / "manifest.json").read_text())["publish"]["deleted_runs"] == ["d3", "d2"]
+
+
+def test_a_model_added_to_a_finished_run_is_evaluated_exported_and_reported_again(tmp_path, monkeypatch):
+    """Stages downstream of training cover every model: done for other models is not done."""
+    import jobs.refresh as job
+
+    calls = []
+
+    def fake(stage):
+        def run_stage(run):
+            calls.append(stage)
+            with run.stage(stage):
+                if stage == "evaluate":  # what a skipped evaluate prints again
+                    run.write_table("metrics", pd.DataFrame([{"model": m, "split": "test", "metric": "recall",
+                                                              "k": 50, "value": 0.1} for m in run.config["models"]]))
+        return run_stage
+
+    for function, stage in (("ingest", "ingest"), ("train", "train"), ("evaluate_run", "evaluate"),
+                            ("export", "export"), ("report", "report"), ("publish", "publish")):
+        monkeypatch.setattr(job, function, fake(stage))
+    overrides = [f"output_dir={tmp_path}", "run_id=r1"]
+    job.refresh(load_config(None, [*overrides, "models=[popularity]"]))
+    assert calls == ["ingest", "train", "evaluate", "export", "report", "publish"]
+    calls.clear()
+    job.refresh(load_config(None, [*overrides, "models=[popularity]"]))
+    assert calls == ["train"]  # everything else is done for these models (train skips its own)
+    calls.clear()
+    job.refresh(load_config(None, [*overrides, "models=[popularity,sasrec]"]))
+    assert calls == ["train", "evaluate", "export", "report", "publish"]

@@ -174,10 +174,19 @@ class Run:
     def stage_done(self, stage: str) -> bool:
         return self.manifest["stages"].get(stage, {}).get("status") == "done"
 
+    def stage_current(self, stage: str) -> bool:
+        """Done, and for a stage downstream of training (it covers every model: evaluate, export,
+        report, publish) done for the models configured now: a model added to a finished run is
+        evaluated and exported, not skipped as "already done"."""
+        if not self.stage_done(stage):
+            return False
+        return stage in UPSTREAM_STAGES or self.manifest["stages"][stage].get("models") == list(self.config["models"])
+
     @contextmanager
     def stage(self, name: str):
-        """Records status and timing of a stage; yields a dict for row counts and notes."""
-        record = {"status": "running", "started": utc_now()}
+        """Records status, timing and the configured models of a stage; yields a dict for row counts
+        and notes."""
+        record = {"status": "running", "started": utc_now(), "models": list(self.config["models"])}
         self.manifest["stages"][name] = record
         self.save_manifest()
         began = time.perf_counter()
