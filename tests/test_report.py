@@ -132,3 +132,15 @@ def test_the_report_renders_in_headless_chromium(tmp_path):
     subprocess.run([browser, *flags, "--window-size=1280,4000", f"--screenshot={screenshot}",
                     (run.root / REPORT_FILE).as_uri()], capture_output=True, timeout=120)
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+
+
+def test_the_report_says_what_an_incremental_night_took_over():
+    from rec_core.report.html import _night
+
+    assert _night(None, {}) == "full run (no previous_run)"
+    plan = {"mode": "incremental", "reason": "reuses what did not change", "previous_run": "nightly-20261203"}
+    stages = {"semantic": {"histories": {"grouped": 13, "kept_from_previous_run": 742}},
+              "synthesize": {"cliques": {"cliques": 1, "kept_from_previous_run": 71}},
+              "train:sasrec": {"start": "warm start from nightly-20261203"}, "train:lightgcn": {"start": "full run"}}
+    assert _night(plan, stages) == ("incremental (reuses what did not change); from run nightly-20261203; semantic: "
+                                    "742 histories kept, 13 grouped; cliques: 71 kept, 1 new; warm-started: sasrec")

@@ -108,6 +108,26 @@ def _llm_records(node, path=()) -> list[dict]:
     return found
 
 
+def _night(plan: dict | None, stages: dict) -> str:
+    """What an incremental night took over from the previous run (rec_core.run.incremental)."""
+    if not plan:
+        return "full run (no previous_run)"
+    text = f"{plan['mode']} ({plan['reason']})"
+    if plan["mode"] != "incremental":
+        return text
+    kept = [f"from run {plan['previous_run']}"]
+    for stage in ("semantic", "crowd_semantic"):
+        if histories := stages.get(stage, {}).get("histories"):
+            kept.append(f"{stage}: {histories['kept_from_previous_run']} histories kept, {histories['grouped']} grouped")
+    if cliques := stages.get("synthesize", {}).get("cliques"):
+        kept.append(f"cliques: {cliques.get('kept_from_previous_run', 0)} kept, {cliques.get('cliques', 0)} new")
+    warm = [name[len("train:"):] for name, record in stages.items()
+            if name.startswith("train:") and str(record.get("start", "")).startswith("warm start")]
+    if warm:
+        kept.append(f"warm-started: {', '.join(warm)}")
+    return text + "; " + "; ".join(kept)
+
+
 def render_report(inputs: ReportInputs) -> str:
     manifest, metrics = inputs.manifest, inputs.metrics
     config = manifest["config"]
@@ -123,6 +143,7 @@ def render_report(inputs: ReportInputs) -> str:
         ("created", manifest.get("created", "")), ("total seconds", manifest.get("total_seconds", "running")),
         ("publication", publish.get("status", "not published yet") +
          (f" (against {publish['against']})" if publish.get("against") else "")),
+        ("night", _night(manifest.get("incremental"), stages)),
     ], columns=["", "value"])
     sections.append(("Run", _table(summary)))
 
