@@ -10,9 +10,9 @@ overwrite it: *yesterday* lacks the last interaction of a seeded `--changed` sha
 
 1. `nightly/night-1`: a full run on yesterday's data, published (`latest`);
 2. `nightly/night-2`: today's data with `previous_run=latest`: the incremental night;
-3. `nightly/full-2`: today's data without a previous run, unpublished: what the incremental night
-   stands for (in the same output_dir, so it has the same text-embedding and LLM caches a nightly
-   full retrain has).
+3. `full/full-2`: today's data without a previous run: what the incremental night stands for. Its
+   output_dir starts with a copy of the caches (text embeddings, LLM answers) as night 2 found them,
+   so both runs pay for the same new texts and prompts, as a nightly full retrain would.
 
 It prints wall time (each run's total and per stage), histories grouped against kept, LLM prompts
 sent (llm backend: a prompt not in the cache), cliques kept and solved, each model's start, and the
@@ -34,6 +34,8 @@ from jobs.benchmarks import add_data_arguments
 from jobs.benchmarks.models import print_paired
 from rec_core.data.datasets import load_dataset
 from rec_core.run.config import load_config
+
+CACHES = ("text_embedding_cache", "llm_cache")  # the folders of output_dir that runs share (default places)
 
 
 def write_generic(items: pd.DataFrame, interactions: pd.DataFrame, users: pd.DataFrame, folder: Path) -> None:
@@ -108,22 +110,25 @@ def incremental_benchmark(args) -> None:
     nights = [f"output_dir={root / 'nightly'}", "previous_run=latest", "publish.enabled=true"]
     write_generic(tables.items, before, tables.users, folder)
     refresh(load_config(args.config, [*base, *generic, *nights, "run_id=night-1"]))
+    for cache in CACHES:  # the full run starts from the caches night 2 starts from
+        if (root / "nightly" / cache).is_dir():
+            shutil.copytree(root / "nightly" / cache, root / "full" / cache)
     write_generic(tables.items, tables.interactions, tables.users, folder)
     refresh(load_config(args.config, [*base, *generic, *nights, "run_id=night-2"]))
-    refresh(load_config(args.config, [*base, *generic, f"output_dir={root / 'nightly'}", "publish.enabled=false",
+    refresh(load_config(args.config, [*base, *generic, f"output_dir={root / 'full'}", "publish.enabled=false",
                                       "run_id=full-2"]))
-    night, full = run_summary(root / "nightly" / "night-2"), run_summary(root / "nightly" / "full-2")
+    night, full = run_summary(root / "nightly" / "night-2"), run_summary(root / "full" / "full-2")
     print(f"\nincremental night 2: {night['total_seconds']} s; full run on the same data: {full['total_seconds']} s "
           f"(ratio {night['total_seconds'] / full['total_seconds']:.3f}; goal <= 0.20)")
     for stage in full["stage_seconds"]:
         print(f"  {stage:32s} {night['stage_seconds'].get(stage)!s:>8} s   full {full['stage_seconds'][stage]!s:>8} s")
     regrouped = changed_grouped_users(root / "nightly" / "night-2", tables.users.loc[changed, "source_id"], config)
     print(f"LLM prompts sent: night 2 {night['llm_prompts_sent']} (the changed users the semantic stage groups: "
-          f"{regrouped}), the full run after it {full['llm_prompts_sent']} (the same cache)")
+          f"{regrouped}), the full run {full['llm_prompts_sent']} (from the same cache)")
     print(f"semantic histories: {night['semantic']}; crowd: {night['crowd_semantic']}; cliques: {night['cliques']}")
     print(f"training: {night['train']}")
     per_user = pd.concat([pd.read_parquet(root / "nightly" / "night-2" / "user_metrics").assign(run="night"),
-                          pd.read_parquet(root / "nightly" / "full-2" / "user_metrics").assign(run="full")])
+                          pd.read_parquet(root / "full" / "full-2" / "user_metrics").assign(run="full")])
     per_user = per_user[per_user["split"] == "test"]
     paired = []
     for model in args.models.strip("[]").split(","):
