@@ -265,3 +265,20 @@ def test_print_config_and_help_from_the_command_line(tmp_path):
     bad = job("eval.ks=[0]", "output_dir=s3://bucket/x")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert [line.split(":")[0] for line in bad.stderr.splitlines()] == ["error", "error"]
+
+
+def test_an_unwritable_output_dir_a_corrupt_manifest_and_a_damaged_table_are_one_clear_error(tmp_path):
+    from rec_core.run.directory import Run
+
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"output_dir=.*a-file: cannot write the run folder"):
+        Run(load_config(None, [f"output_dir={tmp_path / 'a-file'}", "run_id=r1"]))
+    run = Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1"]))
+    with run.stage("ingest") as info:
+        info["rows"] = {"items": run.write_table("items", __import__("pandas").DataFrame({"item_id": [0, 1]}))}
+    (run.table_path("items") / "part-0.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(ConfigError, match=r"table 'items' of run .*r1 cannot be read .* stage ingest must run again"):
+        run.read_table("items")
+    run.manifest_path.write_text('{"run_id": "r1", "stages": {')  # cut off mid-write by hand
+    with pytest.raises(ConfigError, match=r"manifest.json is corrupt"):
+        Run(load_config(None, [f"output_dir={tmp_path}", "run_id=r1"]))

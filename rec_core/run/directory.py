@@ -109,10 +109,21 @@ class Run:
             config["run_id"] = str(config["run_id"]).replace(RUN_DATE_FIELD, today)
         self.run_id = str(config["run_id"])
         self.root = Path(config["output_dir"]).expanduser().resolve() / self.run_id
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            raise ConfigError(f"output_dir={config['output_dir']}: cannot write the run folder {self.root} "
+                              f"({error.strerror or error}); give a writable folder") from None
         self.manifest_path = self.root / "manifest.json"
         if self.manifest_path.exists():
-            self.manifest = json.loads(self.manifest_path.read_text())
+            try:
+                self.manifest = json.loads(self.manifest_path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise ConfigError(f"{self.manifest_path} is corrupt ({error}): the run cannot be resumed; "
+                                  "start a new run_id (or restore the file)") from None
             changed = [key for key in PINNED_SECTIONS
                        if json.dumps(_lookup(self.manifest["config"], key), sort_keys=True, default=str)
                        != json.dumps(_lookup(config, key), sort_keys=True, default=str)]
@@ -164,7 +175,8 @@ class Run:
         return len(frame)
 
     def read_table(self, name: str) -> pd.DataFrame:
-        return read_run_table(self.root, name)
+        writers = [stage for stage, record in self.manifest["stages"].items() if name in record.get("rows", {})]
+        return read_run_table(self.root, name, writers[0] if writers else None)
 
     def has_table(self, name: str) -> bool:
         return (self.table_path(name) / "part-0.parquet").exists()
@@ -208,12 +220,18 @@ class Run:
         os.replace(temporary, self.manifest_path)
 
 
-def read_run_table(root: Path, name: str) -> pd.DataFrame:
-    """Table `name` of the run in folder `root` (also of a run this process does not own)."""
+def read_run_table(root: Path, name: str, writer: str | None = None) -> pd.DataFrame:
+    """Table `name` of the run in folder `root` (also of a run this process does not own); a table
+    that cannot be read is a ConfigError naming it and the stage that wrote it (`writer`)."""
     folder = Path(root) / name
     if not folder.is_dir():
         raise FileNotFoundError(f"table '{name}' not found in run {root}; run the stage that writes it")
-    return pq.read_table(folder).to_pandas()
+    try:
+        return pq.read_table(folder).to_pandas()
+    except (pa.ArrowException, OSError) as error:
+        stage = f"stage {writer}" if writer else "the stage that writes it"
+        raise ConfigError(f"table '{name}' of run {root} cannot be read ({error}): it is damaged; {stage} must "
+                          f"run again (a new run_id, or delete {folder} and the stage's manifest entry)") from None
 
 
 def text_cache_folder(config: dict) -> Path:
