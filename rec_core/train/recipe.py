@@ -80,7 +80,8 @@ class MultiInterestTraining:
     list of item-id lists per synthesized user), `contrast["users_per_batch"]` of them drawn at
     random for every training batch, with `contrast` = {"weight", "temperature", "users_per_batch"}.
     `warm_start` = (another run's best weights, item_rows) starts from those weights (warm_started)
-    instead of the random initialisation (an incremental night, rec_core.run.incremental)."""
+    instead of the random initialisation (an incremental night, rec_core.run.incremental); they are
+    validated first and kept unless an epoch beats them."""
 
     def __init__(self, model_name: str, train_config: dict, data: ProtocolData, seed: int,
                  rank: int = 0, world_size: int = 1, clusters: dict[int, list[list[int]]] | None = None,
@@ -118,6 +119,10 @@ class MultiInterestTraining:
             self.best_model_state_ = state["best_model"]
             log.info("%s: resumed after epoch %d (best %s %.4f)", self.model_name, self.epoch_,
                      SELECTION_METRIC, self.best_metric_)
+        if state is None and self.warm_start is not None:  # the warm weights are the candidate to beat
+            self.best_metric_ = self.validate()[SELECTION_METRIC]
+            self.best_model_state_ = copy.deepcopy(self.model_.state_dict())
+            log.info("%s: warm start's valid %s %.4f", self.model_name, SELECTION_METRIC, self.best_metric_)
         objective = self.objective()
         self.trainable_ = wrap_model(objective) if wrap_model else objective
         self.prepare_examples()
