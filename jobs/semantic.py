@@ -20,7 +20,7 @@ serving.
 
 Table columns: user_id, cluster, name, item_ids, status (ok / repaired / failed), backend,
 cache_key (llm backend), detail (repairs applied, or why it failed; failed users get one row with
-cluster -1), input_key (rec_core.run.incremental.history_key of the grouped items: an incremental
+cluster -1), input_key (rec_core.run.incremental.history_keys of the grouped items: an incremental
 night keeps the clusters of every history whose key is unchanged and groups only the others). The manifest records counts, LLM token counts and timings, and the coherence of the
 grouping against random partitions of the same sizes.
 """
@@ -39,7 +39,7 @@ from rec_core.interests.coherence import coherence
 from rec_core.llm.cluster_output import CLUSTER_SCHEMA, FAILED, OK, ClusterResult, validate_clusters
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run, text_cache_folder
-from rec_core.run.incremental import history_key, previous_root, reusable_groupings
+from rec_core.run.incremental import history_keys, previous_root, reusable_groupings
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         raise ValueError(f"semantic.backend must be 'encoder' or 'llm', got {backend!r}")
     with run.stage(stage) as info:
         items = run.read_table("items")
-        keys = {history: history_key(items, item_ids) for history, item_ids in histories.items()}
+        keys = history_keys(items, histories)
         previous = previous_root(run)
         reused = reusable_groupings(previous, table_name, id_column, keys, items) if previous else pd.DataFrame()
         if len(reused):  # a failed grouping is tried again

@@ -10,7 +10,7 @@ import torch
 
 from rec_core.run.config import ConfigError, load_config
 from rec_core.run.directory import Run
-from rec_core.run.incremental import (FULL, INCREMENTAL, history_key, kept_synthesized_users, plan_night,
+from rec_core.run.incremental import (FULL, INCREMENTAL, history_keys, kept_synthesized_users, plan_night,
                                       reusable_groupings, unchanged_training_users)
 
 
@@ -63,14 +63,14 @@ def test_groupings_are_taken_over_through_source_ids_when_their_items_are_unchan
     before = Run(load_config(None, [f"output_dir={tmp_path}", "run_id=before"]))
     old_items = items_table(["a", "b", "c", "d"])
     before.write_table("items", old_items)
-    keys = {7: history_key(old_items, [0, 1, 2]), 8: history_key(old_items, [2, 3])}
+    keys = history_keys(old_items, {7: [0, 1, 2], 8: [2, 3]})
     before.write_table("user_semantic_clusters", pd.DataFrame([
         {"user_id": 7, "cluster": 0, "name": "x", "item_ids": [0, 2], "status": "ok", "input_key": keys[7]},
         {"user_id": 7, "cluster": 1, "name": "y", "item_ids": [1], "status": "ok", "input_key": keys[7]},
         {"user_id": 8, "cluster": 0, "name": "z", "item_ids": [2, 3], "status": "ok", "input_key": keys[8]}]))
     # today: a new item first (every dense id shifts), item d retitled
     new_items = items_table(["new", "a", "b", "c", "d"], ["title new", "title a", "title b", "title c", "renamed d"])
-    today = {3: history_key(new_items, [1, 2, 3]), 4: history_key(new_items, [3, 4])}
+    today = history_keys(new_items, {3: [1, 2, 3], 4: [3, 4]})
     assert today[3] == keys[7] and today[4] != keys[8]  # same items and texts; a changed text
     taken = reusable_groupings(before.root, "user_semantic_clusters", "user_id", today, new_items)
     assert taken[["user_id", "cluster", "name"]].values.tolist() == [[3, 0, "x"], [3, 1, "y"]]

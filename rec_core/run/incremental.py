@@ -12,7 +12,7 @@ What an incremental night takes over, always matched through source ids (dense i
 by every ingest, and new items or users shift them):
 - semantic and crowd_semantic: a history (a user's latest items, a synthesized user's items) whose
   items, texts and labels are exactly the previous run's keeps the previous clusters, with either
-  backend (`history_key`); only the other histories are grouped, so with the llm backend only the
+  backend (`history_keys`); only the other histories are grouped, so with the llm backend only the
   changed users' prompts are sent.
 - synthesize: a previous clique whose members are all training users with unchanged training
   histories keeps its synthesized user (its max-cover solution); the similarity graph is built over
@@ -125,37 +125,38 @@ def to_current(previous_ids, previous_sources: np.ndarray, current_index: pd.Ser
     return None if mapped.isna().any() else mapped.astype(np.int64).tolist()
 
 
-def history_key(items: pd.DataFrame, item_ids: list[int]) -> str:
-    """What a grouping of these items depends on: their source ids, texts and labels, in order."""
-    rows = items.iloc[list(item_ids)]
-    content = [[str(s), str(t), sorted(map(str, labels))]
-               for s, t, labels in zip(rows["source_id"], rows["text"], rows["labels"])]
-    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+def history_keys(items: pd.DataFrame, histories: dict[int, list[int]]) -> dict[int, str]:
+    """history id -> what a grouping of its items depends on: the sha256 of the JSON list of
+    [source id, text, sorted labels] of its items, in order (each item's JSON is made once)."""
+    per_item = [json.dumps([str(s), str(t), sorted(map(str, labels))])
+                for s, t, labels in zip(items["source_id"], items["text"], items["labels"])]
+    return {history: hashlib.sha256(("[" + ", ".join(per_item[i] for i in item_ids) + "]").encode()).hexdigest()
+            for history, item_ids in histories.items()}
 
 
 def reusable_groupings(previous: Path, table_name: str, id_column: str, keys: dict[int, str],
                        items: pd.DataFrame) -> pd.DataFrame:
-    """The previous run's rows of `table_name` for the histories (id -> history_key) whose key it
+    """The previous run's rows of `table_name` for the histories (id -> history key) whose key it
     grouped too, with this run's ids; histories without a match are left for grouping."""
     try:
         before = read_run_table(previous, table_name)
     except FileNotFoundError:
         return pd.DataFrame()
-    if "input_key" not in before.columns:
+    if "input_key" not in before.columns or not keys:
         return pd.DataFrame()
-    sources = read_run_table(previous, "items")["source_id"].astype(str).to_numpy()
+    # one previous history per key, and the histories of this run that have one of those keys
+    first = before.drop_duplicates(id_column).drop_duplicates("input_key").set_index("input_key")[id_column]
+    wanted = pd.Series(list(keys.values()), index=list(keys.keys()))
+    wanted = wanted[wanted.isin(first.index)]
+    pairs = pd.DataFrame({"previous_id": first.reindex(wanted.to_numpy()).to_numpy(), "new_id": wanted.index})
+    taken = before.merge(pairs, left_on=id_column, right_on="previous_id")
+    # item ids: previous dense -> source -> this run's dense (-1: gone; then the key could not match)
+    sources = read_run_table(previous, "items")["source_id"].astype(str)
     current = pd.Series(items["item_id"].to_numpy(), index=items["source_id"].astype(str))
-    by_key = {key: group for key, group in before.groupby("input_key", sort=False)}
-    taken = []
-    for history_id, key in keys.items():
-        group = by_key.get(key)
-        if group is None:
-            continue
-        rows = group[group[id_column] == group[id_column].iloc[0]].copy()  # one previous history with this key
-        rows[id_column] = history_id
-        rows["item_ids"] = [to_current(ids, sources, current) if len(ids) else [] for ids in rows["item_ids"]]
-        taken.append(rows)
-    return pd.concat(taken, ignore_index=True) if taken else pd.DataFrame()
+    to_now = current.reindex(sources.to_numpy()).fillna(-1).to_numpy(np.int64)
+    taken["item_ids"] = [to_now[np.asarray(ids, np.int64)].tolist() for ids in taken["item_ids"]]
+    taken[id_column] = taken.pop("new_id")
+    return taken.drop(columns="previous_id").reset_index(drop=True)
 
 
 def training_histories(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame,
