@@ -172,6 +172,11 @@ def test_the_nightly_entrypoint_is_a_valid_job_configuration():
     assert spec["rayClusterSpec"]["authOptions"]["mode"] == "token"
 
 
+def test_every_rayjob_turns_token_auth_on():
+    for manifest, spec in rayjob_specs().items():
+        assert spec["rayClusterSpec"].get("authOptions", {}).get("mode") == "token", manifest
+
+
 def test_the_nightly_image_is_the_dockerfiles_on_the_pinned_ray():
     pins = pinned_dependencies()
     dockerfile = (CLUSTER / "Dockerfile").read_text()
