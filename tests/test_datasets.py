@@ -79,6 +79,13 @@ def test_generic_unknown_item_error_or_counted_skip(tmp_path):
     assert len(tables.interactions) == 2
 
 
+def test_generic_empty_ids_and_exact_duplicates_are_counted_skips(tmp_path):
+    folder = write_generic(tmp_path, ["u1\tb\t3", "u1\tb\t3", " \ta\t1", "u2\t\t2", "u2\tc\t2", "u2\tc\t5"], ITEMS)
+    tables = load_generic(folder)
+    assert tables.skips == {"interactions_with_empty_id": 2, "duplicate_interactions": 1}
+    assert tables.interactions.values.tolist() == [[0, 1, 3], [1, 2, 2], [1, 2, 5]]  # a repeat at another time stays
+
+
 def test_generic_malformed_and_missing_columns(tmp_path):
     folder = write_generic(tmp_path, ["u1\tb\t3", "u1\ta"], ITEMS)
     with pytest.raises(DataError, match=r"shop\.inter:3: expected 3 tab-separated fields, got 2"):

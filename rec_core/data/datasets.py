@@ -348,8 +348,17 @@ def load_generic(folder: Path, unknown_items: str = "error") -> Tables:
                                 f"{fields[ts_column]!r}") from None
         else:
             ts = number
-        events.append((fields[inter_header["user_id"]], fields[inter_header["item_id"]], ts))
-    return _assemble(items, events, str(inter_files[0]), unknown_items, Counter())
+        events.append((fields[inter_header["user_id"]].strip(), fields[inter_header["item_id"]].strip(), ts))
+    skips = Counter()
+    kept = [event for event in events if event[0] and event[1]]
+    if len(kept) < len(events):
+        skips["interactions_with_empty_id"] = len(events) - len(kept)
+        log.warning("%s: skipped %d interactions with an empty user or item id", inter_files[0], len(events) - len(kept))
+    unique = list(dict.fromkeys(kept))  # an exact repeat of (user, item, timestamp) is one event
+    if len(unique) < len(kept):
+        skips["duplicate_interactions"] = len(kept) - len(unique)
+        log.warning("%s: skipped %d exact duplicate interactions", inter_files[0], len(kept) - len(unique))
+    return _assemble(items, unique, str(inter_files[0]), unknown_items, skips)
 
 
 def _atomic(path: Path, required: tuple[str, ...]):
