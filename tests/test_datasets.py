@@ -49,6 +49,8 @@ def test_unknown_item_in_builtin_data_is_an_error(tmp_path):
     root = write_ml100k(tmp_path / "movielens-100k", ["7\t2\t4\t20", "7\t99\t3\t10"])
     with pytest.raises(DataError, match=r"not in the item file, e\.g\. \['99'\]"):
         load_dataset("movielens-100k", data_dir=root)
+    tables = load_dataset("movielens-100k", data_dir=root, unknown_items="skip")  # what the error advises
+    assert tables.skips == {"interactions_with_unknown_item": 1} and len(tables.interactions) == 1
 
 
 def write_generic(folder, inter_rows, item_rows):

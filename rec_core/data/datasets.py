@@ -181,7 +181,7 @@ def sort_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- built-in formats
 
 
-def load_movielens_100k(folder: Path) -> Tables:
+def load_movielens_100k(folder: Path, unknown_items: str = "error") -> Tables:
     genres_path = _require(folder / "u.genre")
     genre_names = {}
     for number, line in _lines(genres_path, "latin-1"):
@@ -207,10 +207,10 @@ def load_movielens_100k(folder: Path) -> Tables:
                             f"(user, item, rating, timestamp), got {len(fields)}: {line!r}")
         _int(fields[2], data_path, number, "rating")
         events.append((fields[0], fields[1], _int(fields[3], data_path, number, "timestamp")))
-    return _assemble(items, events, str(data_path), "error", Counter())
+    return _assemble(items, events, str(data_path), unknown_items, Counter())
 
 
-def load_movielens_1m(folder: Path, ratings: str = "timestamped") -> Tables:
+def load_movielens_1m(folder: Path, ratings: str = "timestamped", unknown_items: str = "error") -> Tables:
     """`timestamped`: every rating of users 1-2999 with its timestamp (chronological order).
     `pairs`: all 1,000,209 (user, movie) pairs, ordered as in the file (not chronological)."""
     movies_path = folder / "movies.dat"
@@ -234,10 +234,10 @@ def load_movielens_1m(folder: Path, ratings: str = "timestamped") -> Tables:
             raise DataError(f"{path}:{number}: expected {expected} '::'-separated fields, got {line!r}")
         ts = _int(fields[3], path, number, "timestamp") if expected == 4 else number
         events.append((fields[0], fields[1], ts))
-    return _assemble(items, events, str(path), "error", Counter())
+    return _assemble(items, events, str(path), unknown_items, Counter())
 
 
-def load_amazon_5core(folder: Path) -> Tables:
+def load_amazon_5core(folder: Path, unknown_items: str = "error") -> Tables:
     """P5-lineage 5-core sequences: `sequential_data.txt` (user item item ...) in time order."""
     items_path = folder / "items.jsonl"
     items = []
@@ -259,10 +259,10 @@ def load_amazon_5core(folder: Path) -> Tables:
         if len(fields) < 2:
             raise DataError(f"{seq_path}:{number}: user {fields[0]} has no interactions")
         events.extend((fields[0], item, position) for position, item in enumerate(fields[1:]))
-    return _assemble(items, events, str(seq_path), "error", Counter())
+    return _assemble(items, events, str(seq_path), unknown_items, Counter())
 
 
-def load_alkdrec_sessions(folder: Path) -> Tables:
+def load_alkdrec_sessions(folder: Path, unknown_items: str = "error") -> Tables:
     """ALKDRec session files: `sessions.tsv` (session_id, prefix, label) and `items.csv` (itemID,title).
 
     Items that occur in sessions but have no title row are kept with an empty title (they are real
@@ -308,7 +308,7 @@ def load_alkdrec_sessions(folder: Path) -> Tables:
         item_rows.append((source_id, title, title, []))
     if skips:
         log.warning("%s: %s", folder.name, dict(skips))
-    tables = _assemble(item_rows, rows, str(sessions_path), "error", skips)
+    tables = _assemble(item_rows, rows, str(sessions_path), unknown_items, skips)
     tables.sessions = pd.DataFrame({
         "session_id": tables.interactions["user_id"].to_numpy(),
         "pos": tables.interactions["ts"].to_numpy(),
@@ -414,13 +414,13 @@ def _load(name: str, data_dir, path, unknown_items: str, ml1m_ratings: str) -> T
         if not folder.is_dir():
             raise DataError(f"dataset folder not found: {folder}")
         if name == "movielens-100k":
-            tables = load_movielens_100k(folder)
+            tables = load_movielens_100k(folder, unknown_items)
         elif name == "movielens-1m":
-            tables = load_movielens_1m(folder, ml1m_ratings)
+            tables = load_movielens_1m(folder, ml1m_ratings, unknown_items)
         elif name.startswith("amazon-"):
-            tables = load_amazon_5core(folder)
+            tables = load_amazon_5core(folder, unknown_items)
         else:
-            tables = load_alkdrec_sessions(folder)
+            tables = load_alkdrec_sessions(folder, unknown_items)
     return tables
 
 

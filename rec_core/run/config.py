@@ -81,7 +81,7 @@ class DataConfig(Section):
     path: LocalPath = Field(None, description="generic format only: folder holding <name>.inter and <name>.item")
     k_core: int = Field(0, ge=0, description="iterative k-core filter on users and items (0 = off)")
     unknown_items: Literal["error", "skip"] = Field(
-        "error", description="generic format: interactions with unknown item ids are an error or a counted skip")
+        "error", description="interactions with unknown item ids are an error or a counted skip")
     ml1m_ratings: Literal["timestamped", "pairs"] = Field(
         "timestamped", description="movielens-1m: timestamped users 1-2999, or all pairs in file order")
 
