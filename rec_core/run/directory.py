@@ -124,9 +124,7 @@ class Run:
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise ConfigError(f"{self.manifest_path} is corrupt ({error}): the run cannot be resumed; "
                                   "start a new run_id (or restore the file)") from None
-            changed = [key for key in PINNED_SECTIONS
-                       if json.dumps(_lookup(self.manifest["config"], key), sort_keys=True, default=str)
-                       != json.dumps(_lookup(config, key), sort_keys=True, default=str)]
+            changed = differing_settings(self.manifest["config"], config, PINNED_SECTIONS)
             if changed:
                 raise ConfigError(f"run {self.run_id} in {self.root.parent} was made with different "
                                   f"{', '.join(changed)} settings; use a new run_id (finished stages "
@@ -246,9 +244,8 @@ def fork_upstream(source: Path, config: dict) -> Run:
     configs agree on every pinned section outside TRAINING_SECTIONS (the sections those stages
     read), and unless the new run id is unused."""
     old = json.loads((source / "manifest.json").read_text())
-    differing = [key for key in PINNED_SECTIONS if key.split(".")[0] not in TRAINING_SECTIONS
-                 and json.dumps(_lookup(old["config"], key), sort_keys=True, default=str)
-                 != json.dumps(_lookup(config, key), sort_keys=True, default=str)]
+    differing = differing_settings(old["config"], config,
+                                   [key for key in PINNED_SECTIONS if key.split(".")[0] not in TRAINING_SECTIONS])
     if differing:
         raise ConfigError(f"cannot share the stages of {source}: its {', '.join(differing)} settings differ "
                           f"(only the {', '.join(TRAINING_SECTIONS)} sections may)")
@@ -267,6 +264,12 @@ def fork_upstream(source: Path, config: dict) -> Run:
         run.manifest["data_fingerprint"] = old["data_fingerprint"]
     run.save_manifest()
     return run
+
+
+def differing_settings(before: dict, now: dict, keys) -> list[str]:
+    """The dotted keys (`seed`, `llm.model`, ...) whose values differ between two configs."""
+    return [key for key in keys if json.dumps(_lookup(before, key), sort_keys=True, default=str)
+            != json.dumps(_lookup(now, key), sort_keys=True, default=str)]
 
 
 def _lookup(config: dict, dotted: str):

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from rec_core.run.config import LATEST, ConfigError
-from rec_core.run.directory import Run, read_run_table
+from rec_core.run.directory import Run, differing_settings, read_run_table
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def plan_night(run: Run) -> dict:
     else:
         before = json.loads((previous / "manifest.json").read_text())
         since = before.get("incremental", {}).get("nights_since_full", 0) + 1
-        differing = [key for key in REUSE_SECTIONS if _dumped(before["config"], key) != _dumped(config, key)]
+        differing = differing_settings(before["config"], config, REUSE_SECTIONS)
         every = config["incremental"]["full_retrain_every"]
         plan.update(previous_run=previous.name, previous_root=str(previous))
         if config["incremental"]["full_retrain"]:
@@ -206,8 +206,3 @@ def kept_synthesized_users(previous: Path, run: Run) -> tuple[pd.DataFrame, int]
         kept.append({**row._asdict(), "member_ids": members, "item_ids": chosen})
     return pd.DataFrame(kept, columns=before.columns), len(before) - len(kept)
 
-
-def _dumped(config: dict, dotted: str) -> str:
-    for part in dotted.split("."):
-        config = config.get(part) if isinstance(config, dict) else None
-    return json.dumps(config, sort_keys=True, default=str)
