@@ -119,10 +119,11 @@ def item_rows(previous: Path, items: pd.DataFrame) -> np.ndarray:
     return index.reindex(items["source_id"].astype(str)).fillna(-1).to_numpy(np.int64)
 
 
-def to_current(previous_ids, previous_sources: np.ndarray, current_index: pd.Series) -> list[int] | None:
-    """Previous dense ids -> this run's dense ids through their source ids; None if one is gone."""
-    mapped = current_index.reindex(previous_sources[np.asarray(previous_ids, np.int64)])
-    return None if mapped.isna().any() else mapped.astype(np.int64).tolist()
+def items_now(previous: Path, items: pd.DataFrame) -> np.ndarray:
+    """For each item of the previous run (its dense id order), its dense id in this run, -1 if gone."""
+    before = read_run_table(previous, "items")
+    index = pd.Series(items["item_id"].to_numpy(), index=items["source_id"].astype(str))
+    return index.reindex(before["source_id"].astype(str)).fillna(-1).to_numpy(np.int64)
 
 
 def history_keys(items: pd.DataFrame, histories: dict[int, list[int]]) -> dict[int, str]:
@@ -150,10 +151,7 @@ def reusable_groupings(previous: Path, table_name: str, id_column: str, keys: di
     wanted = wanted[wanted.isin(first.index)]
     pairs = pd.DataFrame({"previous_id": first.reindex(wanted.to_numpy()).to_numpy(), "new_id": wanted.index})
     taken = before.merge(pairs, left_on=id_column, right_on="previous_id")
-    # item ids: previous dense -> source -> this run's dense (-1: gone; then the key could not match)
-    sources = read_run_table(previous, "items")["source_id"].astype(str)
-    current = pd.Series(items["item_id"].to_numpy(), index=items["source_id"].astype(str))
-    to_now = current.reindex(sources.to_numpy()).fillna(-1).to_numpy(np.int64)
+    to_now = items_now(previous, items)  # no item is gone (-1) here: the keys name the items
     taken["item_ids"] = [to_now[np.asarray(ids, np.int64)].tolist() for ids in taken["item_ids"]]
     taken[id_column] = taken.pop("new_id")
     return taken.drop(columns="previous_id").reset_index(drop=True)
@@ -175,13 +173,13 @@ def training_histories(users: pd.DataFrame, items: pd.DataFrame, interactions: p
 def unchanged_training_users(previous: Path, run: Run) -> dict[str, int]:
     """source id -> this run's dense id of every training user whose training interactions (items, in
     order) are exactly those of the previous run, where it was a training user too."""
-    tables = ("users", "items", "interactions", "user_splits")
-    now = training_histories(*(run.read_table(name) for name in tables))
-    before = training_histories(*(read_run_table(previous, name) for name in tables))
+    names = ("users", "items", "interactions", "user_splits")
+    tables = [run.read_table(name) for name in names]
+    now = training_histories(*tables)
+    before = training_histories(*(read_run_table(previous, name) for name in names))
     common = now.index.intersection(before.index)
     same = common[now[common].to_numpy() == before[common].to_numpy()]
-    users = run.read_table("users")
-    dense = pd.Series(users["user_id"].to_numpy(), index=users["source_id"].astype(str))
+    dense = pd.Series(tables[0]["user_id"].to_numpy(), index=tables[0]["source_id"].astype(str))
     return {str(source): int(dense[source]) for source in same}
 
 
@@ -194,15 +192,13 @@ def kept_synthesized_users(previous: Path, run: Run) -> tuple[pd.DataFrame, int]
         return pd.DataFrame(), 0
     unchanged = unchanged_training_users(previous, run)
     user_sources = read_run_table(previous, "users").set_index("user_id")["source_id"].astype(str)
-    item_sources = read_run_table(previous, "items")["source_id"].astype(str).to_numpy()
-    items = run.read_table("items")
-    current_items = pd.Series(items["item_id"].to_numpy(), index=items["source_id"].astype(str))
+    to_now = items_now(previous, run.read_table("items"))
     kept = []
     for row in before.itertuples(index=False):
         members = [unchanged.get(user_sources[int(m)]) for m in row.member_ids]
-        chosen = to_current(row.item_ids, item_sources, current_items)
-        if None in members or chosen is None:
+        chosen = to_now[np.asarray(row.item_ids, np.int64)]
+        if None in members or (chosen < 0).any():
             continue
-        kept.append({**row._asdict(), "member_ids": members, "item_ids": chosen})
+        kept.append({**row._asdict(), "member_ids": members, "item_ids": chosen.tolist()})
     return pd.DataFrame(kept, columns=before.columns), len(before) - len(kept)
 
