@@ -103,10 +103,6 @@ class MultiInterestTraining:
         torch.manual_seed(self.seed)
         torch.set_num_threads(max(1, int(self.config["cpus_per_worker"])))
         self.model_ = self.build_model()
-        if state is None and self.warm_start is not None:
-            self.model_.load_state_dict(warm_started(self.model_.state_dict(), *self.warm_start))
-            log.info("%s: warm start from the previous run's weights (%d of %d items known)", self.model_name,
-                     int((self.warm_start[1] >= 0).sum()), len(self.warm_start[1]))
         self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate(),
                                            weight_decay=self.config["weight_decay"])
         self.epoch_, self.best_metric_, self.bad_epochs_, self.history_ = 0, -1.0, 0, []
@@ -119,10 +115,13 @@ class MultiInterestTraining:
             self.best_model_state_ = state["best_model"]
             log.info("%s: resumed after epoch %d (best %s %.4f)", self.model_name, self.epoch_,
                      SELECTION_METRIC, self.best_metric_)
-        if state is None and self.warm_start is not None:  # the warm weights are the candidate to beat
+        elif self.warm_start is not None:  # the warm weights are the candidate to beat
+            self.model_.load_state_dict(warm_started(self.model_.state_dict(), *self.warm_start))
             self.best_metric_ = self.validate()[SELECTION_METRIC]
             self.best_model_state_ = copy.deepcopy(self.model_.state_dict())
-            log.info("%s: warm start's valid %s %.4f", self.model_name, SELECTION_METRIC, self.best_metric_)
+            log.info("%s: warm start from the previous run's weights (%d of %d items known), valid %s %.4f",
+                     self.model_name, int((self.warm_start[1] >= 0).sum()), len(self.warm_start[1]),
+                     SELECTION_METRIC, self.best_metric_)
         objective = self.objective()
         self.trainable_ = wrap_model(objective) if wrap_model else objective
         self.prepare_examples()
