@@ -182,7 +182,8 @@ def describe(run: Run) -> dict:
                         "node_text_embeddings": run.write_table("node_text_embeddings", vector_rows)}
         info.update(backend=graph_config["backend"], nodes={USER: graph.num_users, ITEM: graph.num_items},
                     edges=int(len(graph.user_items)), layers=layers,
-                    text_encoder={"id": encoder.id_, "cache_hits": encoder.hits_, "embedded": encoder.embedded_},
+                    text_encoder={"id": encoder.id_, "cache_hits": encoder.hits_, "embedded": encoder.embedded_,
+                                  "cache_parts_quarantined": len(encoder.quarantined_)},
                     category_probe=diagnostic)
         print("description diagnostic (items' own categories from each layer's embedding, leave-one-out nearest "
               "label centroid; shuffled = chance):\n" + "\n".join(f"  {name}: {value}" for name, value in diagnostic.items()),

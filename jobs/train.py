@@ -20,7 +20,7 @@ from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 from rec_core.run.incremental import item_rows, previous_root
 from rec_core.train.ray_train import fit_with_ray_train
-from rec_core.train.saved_model import load_model_config, save_model
+from rec_core.train.saved_model import CONFIG_FILE, WEIGHTS_FILE, load_model_config, save_model
 from rec_core.train.scoring import model_config
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ def train_model(run: Run, name: str, num_items: int) -> dict:
         state = fit_with_ray_train(name, config, run.root, warm_start=warm)
         save_model(run.root / "models" / name, name, num_items, model_config(name, config), state["best_model"],
                    state["history"])
+        for file in (WEIGHTS_FILE, CONFIG_FILE):
+            run.register_output(f"models/{name}/{file}")
         info["epochs"] = state["epoch"]
         info["best_valid_recall@50"] = state["best_metric"]
         info["train_samples_per_s"] = state["history"][-1]["samples_per_s"] if state["history"] else None

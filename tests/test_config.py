@@ -277,7 +277,7 @@ def test_an_unwritable_output_dir_a_corrupt_manifest_and_a_damaged_table_are_one
     with run.stage("ingest") as info:
         info["rows"] = {"items": run.write_table("items", __import__("pandas").DataFrame({"item_id": [0, 1]}))}
     (run.table_path("items") / "part-0.parquet").write_bytes(b"PAR1 truncated")
-    with pytest.raises(ConfigError, match=r"table 'items' of run .*r1 cannot be read .* stage ingest must run again"):
+    with pytest.raises(ConfigError, match=r"table 'items' of run .*r1 is damaged .* stage ingest must run again"):
         run.read_table("items")
     run.manifest_path.write_text('{"run_id": "r1", "stages": {')  # cut off mid-write by hand
     with pytest.raises(ConfigError, match=r"manifest.json is corrupt"):

@@ -70,8 +70,10 @@ def test_changed_history_sends_only_that_users_prompt(llm_run):
 
 
 def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir):
-    """`python -m jobs.semantic` is killed (SIGKILL) after its first answers reach the cache; the
-    rerun with the same run id sends only the prompts that had no answer and loses no user."""
+    """`python -m jobs.semantic` is killed (SIGKILL) after its first answers reach the cache, and one
+    of the cache parts it wrote is then cut short; the rerun with the same run id quarantines that
+    part, sends only the prompts that had no intact answer (those of the bad part are the only ones
+    sent twice) and loses no user."""
     import os
     import signal
     import subprocess
@@ -90,7 +92,9 @@ def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir)
                  "semantic.max_users=12", "semantic.max_items=8", "llm.max_tokens=160", "llm.batch_size=2",
                  "llm.cache_flush_rows=2"]
     config = load_config(None, overrides)
-    ingest(Run(config))
+    opened = Run(config)
+    ingest(opened)
+    opened.release()  # the job below is the run's driver now
     cache = PromptCache(cache_folder(config))
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     job = subprocess.Popen([sys.executable, "-m", "jobs.semantic", *overrides], cwd=Path(__file__).parents[1],
@@ -107,12 +111,17 @@ def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir)
     assert 0 < answered_before_kill < 12, answered_before_kill
     manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text())
     assert manifest["stages"]["semantic"]["status"] == "running"
+    damaged = cache.parts()[0]
+    lost = pq.read_table(damaged).num_rows
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
 
     table = semantic(Run(load_config(None, overrides)))  # the restart, same run id
     stats = json.loads((tmp_path / "killed" / "manifest.json").read_text())["stages"]["semantic"]
     assert stats["status"] == "done"
-    assert stats["llm"]["cache_hits"] == answered_before_kill
-    assert stats["llm"]["sent"] == 12 - answered_before_kill
+    assert stats["llm"]["cache_parts_quarantined"] == 1
+    assert (cache.folder / "quarantine" / damaged.name).is_file()
+    assert stats["llm"]["cache_hits"] == answered_before_kill - lost
+    assert stats["llm"]["sent"] == 12 - answered_before_kill + lost
     assert table["user_id"].nunique() == 12
 
 

@@ -35,3 +35,42 @@ def test_cache_is_shared_across_instances_and_only_misses_remain(tmp_path):
 
 def test_empty_cache_lookup(tmp_path):
     assert PromptCache(tmp_path / "c").lookup(["x"]).empty
+
+
+def test_a_truncated_or_altered_part_is_quarantined_and_the_rest_still_answers(tmp_path):
+    """Real part files: one cut short, one with a flipped byte that Parquet itself would still read;
+    both are moved to quarantine/ with a count, the third part's answers are still used, and only
+    the bad parts' prompts are missing (so only they are sent again)."""
+    cache = PromptCache(tmp_path / "cache")
+    for batch in (["a", "b"], ["c"], ["d", "e"]):
+        cache.add(rows(batch))
+    import pyarrow.parquet as pq
+    by_content = {tuple(pq.read_table(part).column("output").to_pylist()): part for part in cache.parts()}
+    truncated, altered, intact = (by_content[("answer to a", "answer to b")], by_content[("answer to c",)],
+                                  by_content[("answer to d", "answer to e")])
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    data = bytearray(altered.read_bytes())
+    position = bytes(data).index(b"answer to c") + len("answer to ")
+    data[position] = ord("X")  # the cached answer now reads "answer to X": only the checksum can tell
+    altered.write_bytes(bytes(data))
+    assert pq.read_table(altered).column("output").to_pylist() == ["answer to X"]
+
+    reader = PromptCache(tmp_path / "cache")
+    keys = [prompt_key("m", PARAMS, p) for p in "abcde"]
+    found = reader.lookup(keys)
+    assert sorted(found["output"]) == ["answer to d", "answer to e"]
+    assert sorted(reader.quarantined_) == sorted([truncated.name, altered.name])
+    assert reader.parts() == [intact]
+    assert sorted(p.name for p in (tmp_path / "cache" / "quarantine").iterdir()) == sorted(reader.quarantined_)
+    assert len(PromptCache(tmp_path / "cache")) == 2 and not PromptCache(tmp_path / "cache").quarantined_
+
+
+def test_a_part_from_before_checksummed_names_is_read(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    old = rows(["a"]).assign(created="2026-11-01T00:00:00+00:00")
+    pq.write_table(pa.Table.from_pandas(old, preserve_index=False), folder / "part-20261101000000-abcd1234.parquet")
+    assert PromptCache(folder).lookup([prompt_key("m", PARAMS, "a")])["output"].tolist() == ["answer to a"]

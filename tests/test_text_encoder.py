@@ -2,6 +2,7 @@
 folder (another stage, another run), keyed by encoder and text; a changed text is a new key."""
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from rec_core.text.encoder import TextEncoder, text_key
 
@@ -47,3 +48,17 @@ def test_without_a_cache_folder_every_call_embeds(tmp_path):
     encoder.encode(["a text"])
     encoder.encode(["a text"])
     assert encoder.model_.texts == ["a text", "a text"]
+
+
+def test_a_damaged_cache_part_is_quarantined_and_its_texts_embedded_again(tmp_path):
+    first = encoder_on(tmp_path / "cache", "/models/a")
+    first.encode(["red lipstick"])
+    first.encode(["blue shampoo"])
+    damaged, intact = sorted((tmp_path / "cache").glob("part-*.parquet"))
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    kept = pq.read_table(intact).column("key").to_pylist()
+    later = encoder_on(tmp_path / "cache", "/models/a")
+    later.encode(["red lipstick", "blue shampoo"])
+    lost = [text for text in ["red lipstick", "blue shampoo"] if text_key(later.id_, text) not in kept]
+    assert len(lost) == 1 and later.model_.texts == lost and later.quarantined_ == [damaged.name]
+    assert (tmp_path / "cache" / "quarantine" / damaged.name).is_file()

@@ -8,8 +8,10 @@ deterministic sampling would give the same answer.
 
 The table lives in one folder (`<cache_dir>/`) as part files, one per `add` call, each written to
 a temporary name and renamed, so a job killed while writing leaves no half-written part and any
-number of runs can read it. Columns: key, model, output, num_input_tokens, num_generated_tokens,
-created.
+number of runs can read it. Each part's name carries its checksum: a truncated or altered part is
+quarantined when read and its prompts are sent again, the rest of the cache is used
+(rec_core.storage.part_files; `quarantined_`). Columns: key, model, output, num_input_tokens,
+num_generated_tokens, created.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import datetime
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from rec_core.storage.part_files import PartFolder, write_part
 
 COLUMNS = ["key", "model", "output", "num_input_tokens", "num_generated_tokens", "created"]
 
@@ -37,18 +39,19 @@ class PromptCache:
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._parts = PartFolder(self.folder)
+        self.quarantined_ = self._parts.quarantined_  # damaged parts this cache moved aside
 
     def parts(self) -> list[Path]:
-        return sorted(self.folder.glob("part-*.parquet"))
+        return self._parts.parts()
 
     def lookup(self, keys) -> pd.DataFrame:
         """Cached rows for the given keys (one row per key found; the newest wins)."""
         wanted = set(keys)
-        parts = self.parts()
-        if not parts or not wanted:
+        tables = self._parts.tables(filters=[("key", "in", list(wanted))]) if wanted else []
+        if not tables:
             return pd.DataFrame(columns=COLUMNS)
-        table = pa.concat_tables([pq.read_table(part, filters=[("key", "in", list(wanted))]) for part in parts])
-        frame = table.to_pandas()
+        frame = pa.concat_tables(tables).to_pandas()
         return frame.drop_duplicates("key", keep="last").reset_index(drop=True)
 
     def add(self, rows: pd.DataFrame) -> int:
@@ -61,11 +64,8 @@ class PromptCache:
         missing = [c for c in COLUMNS if c not in rows]
         if missing:
             raise ValueError(f"cache rows lack columns {missing}")
-        name = f"part-{datetime.datetime.now():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
-        temporary = self.folder / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pandas(rows[COLUMNS], preserve_index=False), temporary)
-        os.replace(temporary, self.folder / name)
+        write_part(self.folder, pa.Table.from_pandas(rows[COLUMNS], preserve_index=False))
         return len(rows)
 
     def __len__(self) -> int:
-        return sum(pq.read_metadata(p).num_rows for p in self.parts())
+        return sum(table.num_rows for table in self._parts.tables(columns=["key"]))

@@ -46,6 +46,7 @@ ERROR_COLUMN = "__inference_error__"
 class LLMStats:
     prompts: int = 0
     cache_hits: int = 0
+    cache_parts_quarantined: int = 0  # damaged cache parts moved aside (their prompts are sent again)
     sent: int = 0
     errors: int = 0
     input_tokens: int = 0
@@ -190,6 +191,7 @@ def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
     stats = LLMStats(prompts=len(frame))
     cached = cache.lookup(frame["key"].unique())
     stats.cache_hits = int(frame["key"].isin(cached["key"]).sum())
+    stats.cache_parts_quarantined = len(cache.quarantined_)
     todo = frame[~frame["key"].isin(cached["key"])].drop_duplicates("key")
     fresh: list[pd.DataFrame] = []
     if len(todo):

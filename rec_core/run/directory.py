@@ -2,8 +2,21 @@
 
 manifest.json holds the config, the code version, the input data's fingerprint, and per stage
 its status ("running", "done", "failed"), row counts, timings and notes. A stage whose status is
-"done" is skipped when the same run id runs again; a "running" or "failed" stage is redone
-(training resumes from its last Ray Train checkpoint).
+"done" is skipped when the same run id runs again, but only while what it wrote is intact and what
+it read is unchanged (see "Integrity"); a "running" or "failed" stage is redone (training resumes from
+its last Ray Train checkpoint). Each stage's record keeps the configuration it ran under (`config`):
+the top-level `config` is the latest invocation's.
+
+Integrity: every table and model file a stage writes is registered in `manifest.outputs` with its
+SHA-256 and size, and each stage records the checksums of the outputs of earlier stages it could
+read (`inputs`). A read checks the file against its checksum (a damaged or truncated table is an
+error naming the stage to rerun, never silently used); a finished stage is skipped only if its
+outputs still match and its inputs are the ones it ran on, else it runs again.
+
+One driver per run: the first opener of a run folder holds an exclusive lock on `<run>/.lock`
+(flock: the kernel releases it when that process ends, also on SIGKILL, so a dead driver never
+holds it). A second driver on the same run id refuses at once, naming the holder. On NFS the lock
+is a POSIX byte-range lock (Linux emulates flock so); other shared file systems must support one.
 
 A run's identity is its pinned settings (PINNED_SECTIONS), the code version and the input data:
 a rerun under the same run id with other settings, other code or changed data files is refused
@@ -14,14 +27,18 @@ contents) and checked against those same files whenever the run is opened again.
 
 from __future__ import annotations
 
+import copy
 import datetime
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rec_core.run.config import ConfigError
+from rec_core.storage.part_files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +63,15 @@ PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd
 # nothing else produce the same tables before training, so `fork_upstream` may share them.
 TRAINING_SECTIONS = ("train", "align", "contrast", "desc", "session", "distill")
 UPSTREAM_STAGES = ("ingest", "semantic", "synthesize", "crowd_semantic", "describe")
+TABLE_FILE = "part-0.parquet"
 
 
 CODE_VERSION_ENV = "LLMREC_CODE_VERSION"
 CODE_VERSION_FILE = "CODE_VERSION"  # beside pyproject.toml; written by an image build (cluster/Dockerfile)
 UNKNOWN_VERSION = "unknown"
 RUN_DATE_FIELD = "{date}"  # in a run id: the UTC date, YYYYMMDD (run_id=nightly-{date})
+LOCK_FILE = ".lock"
+_held_locks: dict[Path, int] = {}  # run folder -> the open lock file this process holds
 
 
 def code_version() -> str:
@@ -77,14 +98,33 @@ def data_fingerprint(paths: list[str]) -> dict:
     """Size, mtime and SHA-256 of each input file, and one SHA-256 over all of them."""
     files, overall = [], hashlib.sha256()
     for path in sorted(paths):
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        digest = file_sha256(path)
         stat = os.stat(path)
-        files.append({"path": path, "size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest.hexdigest()})
-        overall.update(f"{path}\0{digest.hexdigest()}\0".encode())
+        files.append({"path": path, "size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest})
+        overall.update(f"{path}\0{digest}\0".encode())
     return {"files": files, "sha256": overall.hexdigest()}
+
+
+def lock_run_folder(root: Path, run_id: str) -> None:
+    """Hold `<root>/.lock` for the rest of this process, or refuse naming the driver that holds it."""
+    if root in _held_locks:
+        return
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise ConfigError(f"run {run_id} in {root.parent} is in use by another driver ({holder}); wait for it to "
+                          "end or use another run_id (the lock goes when that driver exits or is killed)") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}".encode(), 0)
+    _held_locks[root] = fd
+
+
+def unique_temporary(target: Path) -> Path:
+    """A temporary name beside `target` that no other writer uses (then os.replace onto target)."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
 def _changed_files(recorded: dict) -> list[str]:
@@ -117,6 +157,7 @@ class Run:
         except OSError as error:
             raise ConfigError(f"output_dir={config['output_dir']}: cannot write the run folder {self.root} "
                               f"({error.strerror or error}); give a writable folder") from None
+        lock_run_folder(self.root, self.run_id)
         self.manifest_path = self.root / "manifest.json"
         if self.manifest_path.exists():
             try:
@@ -131,10 +172,19 @@ class Run:
                                   "would otherwise be reused with the old settings)")
             self._check_identity()
         else:
-            self.manifest = {"run_id": self.run_id, "created": utc_now(), "stages": {},
+            self.manifest = {"run_id": self.run_id, "created": utc_now(), "stages": {}, "outputs": {},
                              "code_version": code_version()}
+        self.manifest.setdefault("outputs", {})
+        self._running_stage: str | None = None  # the stage now running, and the files it registered
+        self._stage_outputs: list[str] | None = None
         self.manifest["config"] = config
         self.save_manifest()
+
+    def release(self) -> None:
+        """Give up this process's lock on the run (a harness handing the run to another driver)."""
+        fd = _held_locks.pop(self.root, None)
+        if fd is not None:
+            os.close(fd)
 
     def _check_identity(self) -> None:
         """Refuse to continue a run with other code or changed input data."""
@@ -163,41 +213,79 @@ class Run:
         return self.root / name
 
     def write_table(self, name: str, frame: pd.DataFrame) -> int:
-        """Write `frame` as <run>/<name>/part-0.parquet (atomically: temp file, then rename)."""
+        """Write `frame` as <run>/<name>/part-0.parquet (atomically: temp file, then rename) and
+        register its checksum."""
         folder = self.table_path(name)
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / "part-0.parquet"
-        temporary = folder / ".part-0.parquet.tmp"
+        target = folder / TABLE_FILE
+        temporary = unique_temporary(target)
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), temporary)
         os.replace(temporary, target)
+        self.register_output(f"{name}/{TABLE_FILE}")
         return len(frame)
 
+    def register_output(self, relative: str) -> None:
+        """Record the checksum of file <run>/<relative>, written by the stage now running."""
+        path = self.root / relative
+        self.manifest["outputs"][relative] = {"sha256": file_sha256(path), "bytes": path.stat().st_size,
+                                              "stage": self._running_stage}
+        if self._stage_outputs is not None:
+            self._stage_outputs.append(relative)
+        self.save_manifest()
+
     def read_table(self, name: str) -> pd.DataFrame:
-        writers = [stage for stage, record in self.manifest["stages"].items() if name in record.get("rows", {})]
-        return read_run_table(self.root, name, writers[0] if writers else None)
+        return read_run_table(self.root, name, self.manifest)
 
     def has_table(self, name: str) -> bool:
-        return (self.table_path(name) / "part-0.parquet").exists()
+        return (self.table_path(name) / TABLE_FILE).exists()
+
+    def damaged_outputs(self, relatives) -> list[str]:
+        """Those of the registered files `relatives` that are gone or differ from their checksum."""
+        damaged = []
+        for relative in relatives:
+            recorded, path = self.manifest["outputs"].get(relative), self.root / relative
+            if not path.is_file():
+                damaged.append(f"{relative} (missing)")
+            elif recorded and (path.stat().st_size != recorded["bytes"] or file_sha256(path) != recorded["sha256"]):
+                damaged.append(f"{relative} (checksum differs)")
+        return damaged
 
     # ---------------------------------------------------------------- stages
 
     def stage_done(self, stage: str) -> bool:
-        return self.manifest["stages"].get(stage, {}).get("status") == "done"
+        """Finished, its outputs intact and its inputs unchanged (else it must run again: said in the log)."""
+        record = self.manifest["stages"].get(stage, {})
+        if record.get("status") != "done":
+            return False
+        damaged = self.damaged_outputs(record.get("outputs", []))
+        changed = [relative for relative, sha in record.get("inputs", {}).items()
+                   if self.manifest["outputs"].get(relative, {}).get("sha256") != sha]
+        if damaged or changed:
+            log.warning("stage %s of run %s runs again: %s", stage, self.run_id,
+                        "; ".join([f"its output {item}" for item in damaged]
+                                  + [f"its input {item} was rewritten since" for item in changed]))
+            return False
+        return True
 
     def stage_current(self, stage: str) -> bool:
-        """Done, and for a stage downstream of training (it covers every model: evaluate, export,
-        report, publish) done for the models configured now: a model added to a finished run is
-        evaluated and exported, not skipped as "already done"."""
+        """Done (stage_done), and for a stage downstream of training (it covers every model: evaluate,
+        export, report, publish) done for the models configured now: a model added to a finished run
+        is evaluated and exported, not skipped as "already done"."""
         if not self.stage_done(stage):
             return False
         return stage in UPSTREAM_STAGES or self.manifest["stages"][stage].get("models") == list(self.config["models"])
 
     @contextmanager
     def stage(self, name: str):
-        """Records status, timing and the configured models of a stage; yields a dict for row counts
-        and notes."""
-        record = {"status": "running", "started": utc_now(), "models": list(self.config["models"])}
+        """Records status, timing, the configuration and the configured models of a stage, the
+        checksums of the earlier outputs it could read and the files it registers; yields a dict
+        for row counts and notes."""
+        inputs = {relative: entry["sha256"] for relative, entry in self.manifest["outputs"].items()
+                  if entry.get("stage") != name}
+        record = {"status": "running", "started": utc_now(), "models": list(self.config["models"]),
+                  "config": copy.deepcopy(self.config), "inputs": inputs, "outputs": []}
         self.manifest["stages"][name] = record
+        self._running_stage, self._stage_outputs = name, record["outputs"]
         self.save_manifest()
         began = time.perf_counter()
         info: dict = {}
@@ -208,28 +296,42 @@ class Run:
                           seconds=round(time.perf_counter() - began, 2), **info)
             self.save_manifest()
             raise
+        finally:
+            self._running_stage = self._stage_outputs = None
         record.update(status="done", finished=utc_now(), seconds=round(time.perf_counter() - began, 2), **info)
         self.save_manifest()
         log.info("stage %s done in %.1f s", name, record["seconds"])
 
     def save_manifest(self) -> None:
-        temporary = self.manifest_path.with_suffix(".json.tmp")
+        temporary = unique_temporary(self.manifest_path)
         temporary.write_text(json.dumps(self.manifest, indent=2, default=str))
         os.replace(temporary, self.manifest_path)
 
 
-def read_run_table(root: Path, name: str, writer: str | None = None) -> pd.DataFrame:
-    """Table `name` of the run in folder `root` (also of a run this process does not own); a table
-    that cannot be read is a ConfigError naming it and the stage that wrote it (`writer`)."""
-    folder = Path(root) / name
+def read_run_table(root: Path, name: str, manifest: dict | None = None) -> pd.DataFrame:
+    """Table `name` of the run in folder `root` (also of a run this process does not own), checked
+    against the checksum in its manifest (read from `root` unless given); a table that is damaged
+    is a ConfigError naming it and the stage that wrote it, which runs again on the next rerun."""
+    root = Path(root)
+    folder, relative = root / name, f"{name}/{TABLE_FILE}"
     if not folder.is_dir():
         raise FileNotFoundError(f"table '{name}' not found in run {root}; run the stage that writes it")
-    try:
-        return pq.read_table(folder).to_pandas()
-    except (pa.ArrowException, OSError) as error:
-        stage = f"stage {writer}" if writer else "the stage that writes it"
-        raise ConfigError(f"table '{name}' of run {root} cannot be read ({error}): it is damaged; {stage} must "
-                          f"run again (a new run_id, or delete {folder} and the stage's manifest entry)") from None
+    if manifest is None:
+        manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").is_file() else {}
+    recorded = manifest.get("outputs", {}).get(relative)
+    writer = (recorded or {}).get("stage") or next(
+        (stage for stage, record in manifest.get("stages", {}).items() if name in record.get("rows", {})), None)
+    damage = None
+    if recorded and (folder / TABLE_FILE).is_file() and file_sha256(folder / TABLE_FILE) != recorded["sha256"]:
+        damage = "its checksum differs from the manifest's"
+    else:
+        try:
+            return pq.read_table(folder).to_pandas()
+        except (pa.ArrowException, OSError) as error:
+            damage = str(error)
+    stage = f"stage {writer}" if writer else "the stage that writes it"
+    raise ConfigError(f"table '{name}' of run {root} is damaged ({damage}): {stage} must run again (rerun the "
+                      "same run_id: it redoes that stage and what depends on it)") from None
 
 
 def text_cache_folder(config: dict) -> Path:
@@ -260,6 +362,8 @@ def fork_upstream(source: Path, config: dict) -> Run:
             if (source / table).is_dir():
                 shutil.copytree(source / table, run.table_path(table), dirs_exist_ok=True)
         run.manifest["stages"][stage] = {**record, "forked_from": str(source)}
+        run.manifest["outputs"].update({relative: entry for relative, entry in old.get("outputs", {}).items()
+                                        if entry.get("stage") == stage})
     if "data_fingerprint" in old:  # the forked tables came from these files
         run.manifest["data_fingerprint"] = old["data_fingerprint"]
     run.save_manifest()

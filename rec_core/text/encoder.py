@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from rec_core.storage.part_files import PartFolder, write_part
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ class TextEncoder:
         self.id_ = encoder_id(model_path)
         self.model_ = None
         self.hits_, self.embedded_ = 0, 0
+        self.quarantined_: list[str] = []  # damaged cache parts moved aside (rec_core.storage.part_files)
 
     def _model(self):
         if self.model_ is None:
@@ -74,22 +75,20 @@ class TextEncoder:
         if self.cache_dir is None or not self.cache_dir.is_dir() or not keys:
             return {}
         found = {}
-        for part in sorted(self.cache_dir.glob("part-*.parquet")):
-            table = pq.read_table(part).to_pandas()
+        parts = PartFolder(self.cache_dir)
+        for table in parts.tables():
+            table = table.to_pandas()
             for key, vector in zip(table["key"], table["vector"]):
                 if key in keys:
                     found[key] = np.asarray(vector, np.float32)
+        self.quarantined_ += parts.quarantined_
         return found
 
     def _store(self, keys: list[str], vectors: np.ndarray) -> None:
         if self.cache_dir is None or not keys:
             return
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        name = f"part-{uuid.uuid4().hex}.parquet"
-        temporary = self.cache_dir / f".{name}.tmp"
         frame = pd.DataFrame({"key": keys, "vector": list(vectors.astype(np.float32))})
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), temporary)
-        os.replace(temporary, self.cache_dir / name)
+        write_part(self.cache_dir, pa.Table.from_pandas(frame, preserve_index=False))
 
     def encode(self, texts: list[str]) -> np.ndarray:
         keys = [text_key(self.id_, text) for text in texts]
