@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from rec_core.models.names import is_distilled, is_neural, parse_model_name
-from rec_core.run.cli import main_guard
+from rec_core.run.cli import main_guard, stop_cleanly_on_sigterm
 from rec_core.run.directory import Run
 from rec_core.run.incremental import item_rows, previous_root
 from rec_core.train.ray_train import fit_with_ray_train
@@ -36,6 +36,7 @@ def init_ray() -> None:
 
     if not ray.is_initialized():
         ray.init(log_to_driver=True, configure_logging=False)
+        stop_cleanly_on_sigterm()
 
 
 def train(run: Run) -> None:
@@ -82,6 +83,7 @@ def train_model(run: Run, name: str, num_items: int) -> dict:
         for file in (WEIGHTS_FILE, CONFIG_FILE):
             run.register_output(f"models/{name}/{file}")
         info["epochs"] = state["epoch"]
+        info["resumed_after_epochs"] = state.get("resumed_after", [])  # restarts from a checkpoint
         info["best_valid_recall@50"] = state["best_metric"]
         info["train_samples_per_s"] = state["history"][-1]["samples_per_s"] if state["history"] else None
         scores = [epoch["valid_recall@50"] for epoch in state["history"]]

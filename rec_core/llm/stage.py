@@ -213,8 +213,11 @@ def _generate(todo: pd.DataFrame, model: str, params: dict, llm_config: dict, ca
     import ray
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
+    from rec_core.run.cli import stop_cleanly_on_sigterm
+
     if not ray.is_initialized():
         ray.init(configure_logging=False)
+        stop_cleanly_on_sigterm()
     check_resources(llm_config)
     config = vLLMEngineProcessorConfig(**processor_config_kwargs(llm_config, model))
     # pre/postprocess are tiny: a whole CPU each would starve the engine on a small node

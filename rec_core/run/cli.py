@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 import yaml
 
@@ -56,9 +58,29 @@ def setup_logging() -> None:
 GATE_REFUSED_EXIT = 3  # the run finished but the quality gate kept yesterday's publication
 
 
+_stopped_by: list[int] = []  # the signal that stopped this job, if one did
+
+
+def _stop(signum, _frame) -> None:
+    _stopped_by.append(signum)
+    print(f"error: stopped by signal {signum}; rerun the same run_id to resume", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (a preempted pod, `kill`, `ray job stop`): unwind, so the running stage is recorded
+    as failed and the run folder's lock is released; exit code 143; the next run of the same run_id
+    resumes. `ray.init` installs its own handler (exit 1 after a C++ stack dump): the places that
+    start Ray call this again after it. (Ray may turn the SystemExit raised inside a blocking
+    `ray.get` into SystemExit(1); main_guard restores the exit code.)"""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop)
+
+
 def main_guard(function, argv=None, description="", default_config_file: str | None = None) -> None:
     """Run a job; a bad config or bad data ends with one clear line per problem and exit code 2, a
-    run the quality gate refused with its reason and exit code 3."""
+    run the quality gate refused with its reason and exit code 3, SIGTERM with exit code 143."""
+    stop_cleanly_on_sigterm()
     try:
         config = parse(argv, description, default_config_file)
         if config is not None:
@@ -70,3 +92,7 @@ def main_guard(function, argv=None, description="", default_config_file: str | N
     except GateRefused as error:
         print(f"refused: {error}", file=sys.stderr)
         sys.exit(GATE_REFUSED_EXIT)
+    except SystemExit:
+        if _stopped_by:
+            sys.exit(128 + _stopped_by[0])
+        raise

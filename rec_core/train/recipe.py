@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SELECTION_METRIC = "recall@50"
 CROWD_DRAW_STREAM = 1  # salts the random stream of the synthesized users drawn per batch
+DROPOUT_STREAM = 2  # salts torch's global stream (dropout) of an epoch
 
 Report = Callable[[dict, dict], None]
 """report(epoch_metrics, training_state): called once per epoch (Ray: ray.train.report)."""
@@ -106,6 +107,7 @@ class MultiInterestTraining:
         self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate(),
                                            weight_decay=self.config["weight_decay"])
         self.epoch_, self.best_metric_, self.bad_epochs_, self.history_ = 0, -1.0, 0, []
+        self.resumed_after_: list[int] = []  # the epochs after which a restart resumed from a checkpoint
         self.best_model_state_ = copy.deepcopy(self.model_.state_dict())
         if state is not None:
             self.model_.load_state_dict(state["model"])
@@ -113,6 +115,7 @@ class MultiInterestTraining:
             self.epoch_, self.best_metric_ = state["epoch"], state["best_metric"]
             self.bad_epochs_, self.history_ = state["bad_epochs"], list(state["history"])
             self.best_model_state_ = state["best_model"]
+            self.resumed_after_ = [*state.get("resumed_after", []), self.epoch_]
             log.info("%s: resumed after epoch %d (best %s %.4f)", self.model_name, self.epoch_,
                      SELECTION_METRIC, self.best_metric_)
         elif self.warm_start is not None:  # the warm weights are the candidate to beat
@@ -162,7 +165,7 @@ class MultiInterestTraining:
     def state(self) -> dict:
         return {"model": self.model_.state_dict(), "optimizer": self.optimizer_.state_dict(),
                 "epoch": self.epoch_, "best_metric": self.best_metric_, "bad_epochs": self.bad_epochs_,
-                "history": self.history_, "best_model": self.best_model_state_}
+                "history": self.history_, "best_model": self.best_model_state_, "resumed_after": self.resumed_after_}
 
     def finished(self) -> bool:
         return self.epoch_ >= self.config["epochs"] or self.bad_epochs_ >= self.config["patience"]
@@ -192,6 +195,10 @@ class MultiInterestTraining:
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch_ * 10 + self.rank)
         crowd_draws = torch.Generator().manual_seed(
             int(np.random.SeedSequence([self.seed, self.epoch_, self.rank, CROWD_DRAW_STREAM]).generate_state(1)[0]))
+        # dropout draws from torch's global stream: seeded per epoch too, so an epoch run after a
+        # resume from a checkpoint is the epoch an uninterrupted run would have run
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch_, self.rank, DROPOUT_STREAM])
+                              .generate_state(1)[0]))
         self.trainable_.train()
         total_loss, batches, began = 0.0, 0, time.perf_counter()
         # equal batch counts on every rank keep DDP's all-reduce in step
