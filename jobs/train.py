@@ -16,7 +16,8 @@ import logging
 from pathlib import Path
 
 from rec_core.models.names import is_distilled, is_neural, parse_model_name
-from rec_core.run.cli import main_guard, stop_cleanly_on_sigterm
+from rec_core.run.cli import main_guard
+from rec_core.run.stopping import stop_cleanly_on_sigterm
 from rec_core.run.directory import Run
 from rec_core.run.incremental import item_rows, previous_root
 from rec_core.train.ray_train import fit_with_ray_train

@@ -213,7 +213,7 @@ def _generate(todo: pd.DataFrame, model: str, params: dict, llm_config: dict, ca
     import ray
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    from rec_core.run.cli import stop_cleanly_on_sigterm
+    from rec_core.run.stopping import stop_cleanly_on_sigterm
 
     if not ray.is_initialized():
         ray.init(configure_logging=False)

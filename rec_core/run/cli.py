@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
 import yaml
 
 from rec_core.data.datasets import DataError
 from rec_core.run.config import ConfigError, keys_help, load_config
 from rec_core.run.publish import GateRefused
+from rec_core.run.stopping import stop_cleanly_on_sigterm, stopped_by
 
 
 def parse(argv: list[str] | None, description: str, default_config_file: str | None = None) -> dict | None:
@@ -58,25 +57,6 @@ def setup_logging() -> None:
 GATE_REFUSED_EXIT = 3  # the run finished but the quality gate kept yesterday's publication
 
 
-_stopped_by: list[int] = []  # the signal that stopped this job, if one did
-
-
-def _stop(signum, _frame) -> None:
-    _stopped_by.append(signum)
-    print(f"error: stopped by signal {signum}; rerun the same run_id to resume", file=sys.stderr, flush=True)
-    raise SystemExit(128 + signum)
-
-
-def stop_cleanly_on_sigterm() -> None:
-    """SIGTERM (a preempted pod, `kill`, `ray job stop`): unwind, so the running stage is recorded
-    as failed and the run folder's lock is released; exit code 143; the next run of the same run_id
-    resumes. `ray.init` installs its own handler (exit 1 after a C++ stack dump): the places that
-    start Ray call this again after it. (Ray may turn the SystemExit raised inside a blocking
-    `ray.get` into SystemExit(1); main_guard restores the exit code.)"""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-
-
 def main_guard(function, argv=None, description="", default_config_file: str | None = None) -> None:
     """Run a job; a bad config or bad data ends with one clear line per problem and exit code 2, a
     run the quality gate refused with its reason and exit code 3, SIGTERM with exit code 143."""
@@ -93,6 +73,6 @@ def main_guard(function, argv=None, description="", default_config_file: str | N
         print(f"refused: {error}", file=sys.stderr)
         sys.exit(GATE_REFUSED_EXIT)
     except SystemExit:
-        if _stopped_by:
-            sys.exit(128 + _stopped_by[0])
+        if stopped_by():
+            sys.exit(128 + stopped_by())
         raise
