@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from rec_core.data.datasets import load_dataset
+from rec_core.data.datasets import DataError, load_dataset
 from rec_core.data.splits import history_cut, split_sessions, split_users
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
@@ -29,12 +29,27 @@ def timestamp_ties(interactions, user_splits, history_fraction: float) -> dict:
             "eval_users_cut_moved_off_a_tie": int(moved), "eval_users": len(evaluated)}
 
 
+def check_evaluable(num_items: int, eval_config: dict, dataset: str) -> None:
+    """Top-K lists need a catalogue of at least K items."""
+    needed = max(eval_config["top_k"], *eval_config["ks"])
+    if num_items < needed:
+        raise DataError(f"{dataset}: the catalogue has {num_items} items, fewer than the {needed} that eval.top_k="
+                        f"{eval_config['top_k']} / eval.ks={list(eval_config['ks'])} rank; lower them")
+
+
 def ingest(run: Run) -> None:
     data, split = run.config["data"], run.config["split"]
     with run.stage("ingest") as info:
         tables = load_dataset(data["dataset"], data["data_dir"], data["path"], data["k_core"],
                               data["unknown_items"], data["ml1m_ratings"])
+        check_evaluable(tables.num_items, run.config["eval"], data["dataset"])
         user_splits, split_skips = split_users(tables.interactions, split["ratios"], split["seed"])
+        empty = [name for name in ("train", "valid", "test") if not (user_splits["split"] == name).any()]
+        if empty:
+            raise DataError(f"{data['dataset']}: {len(user_splits)} users can be split (at least 2 interactions "
+                            f"each; {split_skips['users_too_short_to_split']} skipped as shorter), which leaves "
+                            f"the {' and '.join(empty)} split(s) empty under split.ratios={list(split['ratios'])}: "
+                            "the data need more users with histories, or other ratios")
         rows = {"items": run.write_table("items", tables.items),
                 "users": run.write_table("users", tables.users),
                 "interactions": run.write_table("interactions", tables.interactions),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rec_core.models.names import is_distilled, is_neural, parse_model_name
 from rec_core.run.cli import main_guard
+from rec_core.run.config import ConfigError
 from rec_core.run.stopping import stop_cleanly_on_sigterm
 from rec_core.run.directory import Run
 from rec_core.run.incremental import item_rows, previous_root
@@ -38,6 +39,28 @@ def init_ray() -> None:
     if not ray.is_initialized():
         ray.init(log_to_driver=True, configure_logging=False)
         stop_cleanly_on_sigterm()
+
+
+def check_workers_fit(train_config: dict) -> None:
+    """Fail at once, instead of Ray Train waiting for resources that never come, when one worker
+    (train.cpus_per_worker CPUs, a GPU with train.use_gpu) fits on no alive node, or all
+    train.num_workers of them exceed the cluster. (An autoscaling cluster whose nodes are not up yet
+    fails this too: start its minimum workers first, as cluster/ray-cluster.yaml does.)"""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    demand = {"CPU": float(train_config["cpus_per_worker"]), **({"GPU": 1.0} if train_config["use_gpu"] else {})}
+    for resource, each in demand.items():
+        largest = max((node.get(resource, 0.0) for node in nodes), default=0.0)
+        total = sum(node.get(resource, 0.0) for node in nodes)
+        setting = "train.cpus_per_worker" if resource == "CPU" else "train.use_gpu"
+        if largest < each:
+            raise ConfigError(f"{setting}: a training worker needs {each:g} {resource} on one node; the largest node "
+                              f"of the cluster has {largest:g}")
+        if total < each * train_config["num_workers"]:
+            raise ConfigError(f"train.num_workers={train_config['num_workers']} workers need "
+                              f"{each * train_config['num_workers']:g} {resource} in all; the cluster has {total:g} "
+                              f"(lower train.num_workers or {setting})")
 
 
 def train(run: Run) -> None:
@@ -72,6 +95,7 @@ def warm_start(previous: Path | None, run: Run, name: str) -> tuple[dict | None,
 def train_model(run: Run, name: str, num_items: int) -> dict:
     """The sub-stage `train:<name>`: Ray Train, the best weights saved; its manifest record."""
     with run.stage(f"train:{name}") as info:
+        check_workers_fit(run.config["train"])
         warm, info["start"] = warm_start(previous_root(run), run, name)
         config = run.config
         if warm is not None:

@@ -175,3 +175,58 @@ def test_k_core_on_sessions_drops_whole_sessions():
     assert out.users["source_id"].tolist() == ["s0", "s1", "s2"]
     assert out.sessions.groupby("session_id").size().tolist() == [2, 2, 2]
     assert out.skips["k_core_dropped_sessions"] == 1 and out.skips["k_core_dropped_interactions"] == 3
+
+
+def test_invalid_utf8_names_the_file_and_line(tmp_path):
+    folder = write_generic(tmp_path, ["u1\tb\t3", "u1\ta\t1.5"], ITEMS)
+    with open(folder / "shop.item", "ab") as handle:
+        handle.write(b"d\tCaf\xe9 au lait\tBrew\n")  # latin-1 bytes in a UTF-8 file
+    with pytest.raises(DataError, match=r"shop\.item:5: not valid utf-8 text .*re-encode the file as utf-8"):
+        load_generic(folder)
+
+
+@pytest.mark.parametrize("stamp", ["inf", "nan", "1e30", "-9.3e18"])
+def test_a_timestamp_beyond_64_bit_integers_names_the_line(tmp_path, stamp):
+    folder = write_generic(tmp_path, ["u1\tb\t3", f"u1\ta\t{stamp}"], ITEMS)
+    with pytest.raises(DataError, match=rf"shop\.inter:3: timestamp '{stamp}' is not a finite number"):
+        load_generic(folder)
+
+
+def test_a_huge_integer_timestamp_in_builtin_data_names_the_line(tmp_path):
+    root = write_ml100k(tmp_path / "movielens-100k", ["7\t2\t4\t20", "9\t1\t5\t99999999999999999999999"])
+    with pytest.raises(DataError, match=r"u\.data:2: timestamp '9+' is out of range"):
+        load_dataset("movielens-100k", data_dir=root)
+
+
+def test_a_gap_in_the_genre_indices_is_named(tmp_path):
+    root = write_ml100k(tmp_path / "movielens-100k", ["7\t2\t4\t20"])
+    (root / "movielens-100k" / "u.genre").write_text("unknown|0\nAction|1\nComedy|3\n")
+    with pytest.raises(DataError, match=r"u\.genre: genre indices must be 0\.\.2, .* \(missing \[2\]\)"):
+        load_dataset("movielens-100k", data_dir=root)
+
+
+def ingest_generic(tmp_path, inter_rows, *overrides):
+    from jobs.ingest import ingest
+    from rec_core.run.config import load_config
+    from rec_core.run.directory import Run
+
+    folder = write_generic(tmp_path / "shop", inter_rows, ITEMS)
+    run = Run(load_config(None, [f"output_dir={tmp_path / 'runs'}", "run_id=r", "data.dataset=generic",
+                                 f"data.path={folder}", *overrides]))
+    ingest(run)
+    return run
+
+
+def test_a_catalogue_smaller_than_the_lists_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"generic: the catalogue has 3 items, fewer than the 50 that eval\.top_k=50 "
+                                        r"/ eval\.ks=\[10, 20, 50\] rank; lower them"):
+        ingest_generic(tmp_path, ["u1\tb\t3", "u1\ta\t1.5"])
+
+
+def test_data_with_no_user_to_evaluate_is_named(tmp_path):
+    small = ["eval.top_k=2", "eval.ks=[1,2]"]
+    with pytest.raises(DataError, match=r"generic: 0 users can be split \(at least 2 interactions each; 2 skipped "
+                                        r"as shorter\), which leaves the train and valid and test split\(s\) empty"):
+        ingest_generic(tmp_path, ["u1\tb\t3", "u2\ta\t1.5"], *small)
+    with pytest.raises(DataError, match=r"1 users can be split .* leaves the valid and test split\(s\) empty"):
+        ingest_generic(tmp_path / "2", ["u1\tb\t3", "u1\ta\t1.5"], *small)

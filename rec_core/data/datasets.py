@@ -118,20 +118,33 @@ def _require(path: Path) -> Path:
 
 
 def _lines(path: Path, encoding: str = "utf-8"):
-    """(line_number, stripped line) for non-empty lines; handles .gz."""
+    """(line_number, stripped line) for non-empty lines; handles .gz. Bytes that are not `encoding`
+    are a DataError naming the line (a catalogue's text is not trusted to be clean). Lines are
+    decoded one by one (the encodings read here are ASCII-compatible, so b"\\n" ends a line)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(_require(path), "rt", encoding=encoding, newline="") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\r\n")
+    with opener(_require(path), "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode(encoding).rstrip("\r\n")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path}:{number}: not valid {encoding} text ({error.reason} at column "
+                                f"{error.start + 1}: {raw[error.start:error.start + 4]!r}); re-encode the file "
+                                f"as {encoding}") from None
             if line.strip():
                 yield number, line
 
 
+INT64_MAX = np.iinfo(np.int64).max
+
+
 def _int(value: str, path: Path, number: int, what: str) -> int:
     try:
-        return int(value)
+        parsed = int(value)
     except ValueError:
         raise DataError(f"{path}:{number}: {what} is not an integer: {value!r}") from None
+    if abs(parsed) > INT64_MAX:
+        raise DataError(f"{path}:{number}: {what} {value!r} is out of range (beyond 64-bit integers)")
+    return parsed
 
 
 # --------------------------------------------------------------------------- assembly
@@ -187,6 +200,10 @@ def load_movielens_100k(folder: Path, unknown_items: str = "error") -> Tables:
     for number, line in _lines(genres_path, "latin-1"):
         name, _, index = line.partition("|")
         genre_names[_int(index, genres_path, number, "genre index")] = name
+    if sorted(genre_names) != list(range(len(genre_names))):
+        gaps = sorted(set(range(max(genre_names, default=-1) + 1)) - set(genre_names))
+        raise DataError(f"{genres_path}: genre indices must be 0..{len(genre_names) - 1}, one per u.item flag "
+                        f"column; got {sorted(genre_names)[:10]} (missing {gaps[:10]})")
     item_path = folder / "u.item"
     items = []
     for number, line in _lines(item_path, "latin-1"):
@@ -342,10 +359,14 @@ def load_generic(folder: Path, unknown_items: str = "error") -> Tables:
     for number, fields in inter_lines:
         if ts_column is not None:
             try:
-                ts = int(float(fields[ts_column]))
+                ts = float(fields[ts_column])
             except ValueError:
                 raise DataError(f"{inter_files[0]}:{number}: timestamp is not a number: "
                                 f"{fields[ts_column]!r}") from None
+            if not np.isfinite(ts) or abs(ts) >= 2.0 ** 63:
+                raise DataError(f"{inter_files[0]}:{number}: timestamp {fields[ts_column]!r} is not a finite "
+                                "number within 64-bit integers")
+            ts = int(ts)
         else:
             ts = number
         events.append((fields[inter_header["user_id"]].strip(), fields[inter_header["item_id"]].strip(), ts))
