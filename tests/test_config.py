@@ -153,7 +153,8 @@ def test_rerun_with_changed_input_data_is_refused_and_a_touch_is_not_a_change(tm
 
     data = tmp_path / "toy"
     write_generic(data, [(u, i) for u in range(6) for i in range(4)])
-    overrides = [f"output_dir={tmp_path / 'runs'}", "run_id=night", "data.dataset=generic", f"data.path={data}"]
+    overrides = [f"output_dir={tmp_path / 'runs'}", "run_id=night", "data.dataset=generic", f"data.path={data}",
+                 "eval.top_k=3", "eval.ks=[1,3]", "split.ratios=[0.4,0.3,0.3]"]
     run = Run(load_config(None, overrides))
     ingest(run)
     recorded = run.manifest["data_fingerprint"]
