@@ -56,12 +56,14 @@ class LightGCN(nn.Module):
         self.num_users, self.num_items, self.dim, self.layers = len(user_ids), num_items, dim, layers
         self.embedding = nn.Embedding(self.num_users + num_items, dim)
         nn.init.normal_(self.embedding.weight, std=1.0 / math.sqrt(dim))
-        self.adjacency = adjacency
+        # frozen inputs, rebuilt from the run's tables: buffers (they move with the model to its
+        # device) but not part of the saved state
+        self.register_buffer("adjacency", adjacency, persistent=False)
         self.described = text_dim > 0
         if self.described:
             self.projections = nn.ModuleList(nn.Linear(text_dim, dim, bias=False) for _ in range(layers + 1))
-            # frozen inputs, rebuilt from the run's tables: not part of the saved state
-            self.descriptions = descriptions
+            for layer, text in enumerate(descriptions):
+                self.register_buffer(f"description_{layer}", text, persistent=False)
         self.desc_weight, self.desc_temperature = desc_weight, desc_temperature
         self.register_buffer("user_ids", torch.as_tensor(np.asarray(user_ids), dtype=torch.long))
         self.register_buffer("user_vectors", torch.zeros(self.num_users, dim))
@@ -73,6 +75,11 @@ class LightGCN(nn.Module):
         for _ in range(self.layers):
             out.append(torch.sparse.mm(self.adjacency, out[-1]))
         return out
+
+    @property
+    def descriptions(self) -> list[torch.Tensor]:
+        """The encoded description of every node, per description layer."""
+        return [buffer for name, buffer in self.named_buffers() if name.startswith("description_")]
 
     def projected(self, layer: int, nodes: torch.Tensor | None = None) -> torch.Tensor:
         text = self.descriptions[min(layer, len(self.descriptions) - 1)]
@@ -114,7 +121,7 @@ class LightGCN(nn.Module):
         self.item_vectors_.copy_(final[self.num_users:])
 
     def user_rows(self, user_ids: np.ndarray) -> torch.Tensor:
-        ids = torch.as_tensor(np.asarray(user_ids), dtype=torch.long)
+        ids = torch.as_tensor(np.asarray(user_ids), dtype=torch.long, device=self.user_ids.device)
         rows = torch.searchsorted(self.user_ids, ids).clamp(max=self.num_users - 1)
         missing = self.user_ids[rows] != ids
         if missing.any():

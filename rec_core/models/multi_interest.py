@@ -98,7 +98,7 @@ class MultiInterestModel(nn.Module):
         interests, routing = self.encode(history, mask)
         target_vectors = self.item_embedding(targets)  # [B, d]
         closest = torch.einsum("bkd,bd->bk", interests, target_vectors).argmax(1)
-        user = interests[torch.arange(len(targets)), closest]  # [B, d]
+        user = interests[torch.arange(len(targets), device=targets.device), closest]  # [B, d]
         positive = (user * target_vectors).sum(-1, keepdim=True)
         negative = user @ self.item_embedding(negatives).T  # [B, S]
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))

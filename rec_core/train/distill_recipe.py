@@ -36,8 +36,8 @@ class DistillTraining(SessionTraining):
             raise ValueError(f"{model_name}: no distilled session (every ranking failed or the budget selected none)")
         self.student_weights, self.prefixes, self.ranked = student_weights, prefixes, ranked
 
-    def setup(self, state: dict | None = None, wrap_model=None) -> None:
-        super().setup(state, wrap_model)
+    def setup(self, state: dict | None = None, wrap_model=None, device=None) -> None:
+        super().setup(state, wrap_model, device)
         if state is None:  # start from the trained student, which is also the first candidate
             self.model_.load_state_dict(self.student_weights)
             self.best_model_state_ = copy.deepcopy(self.model_.state_dict())

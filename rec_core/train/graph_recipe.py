@@ -70,7 +70,7 @@ class GraphTraining(MultiInterestTraining):
 
     def score_fn(self):
         self.model_.freeze()
-        return lambda rows, histories, user_ids: self.model_.score_users(user_ids)
+        return lambda rows, histories, user_ids: self.model_.score_users(user_ids).cpu()
 
     def cleanup(self) -> None:
         super().cleanup()

@@ -165,7 +165,9 @@ def _train_loop_per_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as folder:
             state = load_training_state(os.path.join(folder, STATE_FILE))
     wrap = ray.train.torch.prepare_model if world > 1 else None
-    recipe.setup(state, wrap_model=wrap)
+    # train.use_gpu: Ray Train gives each worker a GPU; the model and every batch go on it
+    device = ray.train.torch.get_device() if loop_config["train"]["use_gpu"] else None
+    recipe.setup(state, wrap_model=wrap, device=device)
 
     def report(metrics: dict, training_state: dict) -> None:
         if rank == 0:

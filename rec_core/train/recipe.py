@@ -60,13 +60,25 @@ def warm_started(fresh: dict, previous: dict, item_rows: np.ndarray) -> dict:
     return state
 
 
-def model_score_fn(model, max_history: int, num_items: int):
-    """Evaluator callback: pad each user's history and score all items."""
+def on_device(value, device: torch.device):
+    """`value` (a tensor, or a tuple / list / dict of them) on `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, (tuple, list)):
+        return type(value)(on_device(item, device) for item in value)
+    if isinstance(value, dict):
+        return {key: on_device(item, device) for key, item in value.items()}
+    return value
+
+
+def model_score_fn(model, max_history: int, num_items: int, device: torch.device = torch.device("cpu")):
+    """Evaluator callback: pad each user's history and score all items (on `device`; the scores come
+    back to the CPU, where the evaluator ranks)."""
 
     def score(rows, histories: Sequences, _user_ids):
         items, mask = pad_histories(histories.items, histories.offsets[rows], histories.offsets[rows + 1],
                                     max_history, num_items)
-        return model.score(items, mask)
+        return model.score(*on_device((items, mask), device)).cpu()
 
     return score
 
@@ -99,11 +111,14 @@ class MultiInterestTraining:
             raise ValueError(f"{model_name} needs synthesized users' clusters (run the synthesize and "
                              "crowd_semantic stages) and contrast settings")
 
-    def setup(self, state: dict | None = None, wrap_model=None) -> None:
-        """Build model and optimiser; restore `state` (a checkpoint) if given; `wrap_model` e.g. DDP."""
+    def setup(self, state: dict | None = None, wrap_model=None, device: torch.device | None = None) -> None:
+        """Build model and optimiser; restore `state` (a checkpoint) if given; `wrap_model` e.g. DDP;
+        `device` (default the CPU; a Ray Train GPU worker's ray.train.torch.get_device()) holds the
+        model, and every batch is moved there."""
         torch.manual_seed(self.seed)
         torch.set_num_threads(max(1, int(self.config["cpus_per_worker"])))
-        self.model_ = self.build_model()
+        self.device_ = torch.device(device or "cpu")
+        self.model_ = self.build_model().to(self.device_)
         self.optimizer_ = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate(),
                                            weight_decay=self.config["weight_decay"])
         self.epoch_, self.best_metric_, self.bad_epochs_, self.history_ = 0, -1.0, 0, []
@@ -190,7 +205,7 @@ class MultiInterestTraining:
         if self.config["max_samples_per_epoch"]:
             order = order[: self.config["max_samples_per_epoch"]]
         order = order[self.rank:: self.world_size]
-        batch_size, pad = self.batch_size(), self.data.num_items
+        batch_size = self.batch_size()
         # one random stream per purpose: the negatives are the same whichever auxiliary losses a variant adds
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch_ * 10 + self.rank)
         crowd_draws = torch.Generator().manual_seed(
@@ -204,8 +219,8 @@ class MultiInterestTraining:
         # equal batch counts on every rank keep DDP's all-reduce in step
         n_batches = len(order) // batch_size if self.world_size > 1 else -(-len(order) // batch_size)
         for index in range(n_batches):
-            inputs, auxiliary = self.batch(order[index * batch_size: (index + 1) * batch_size], crowd_draws)
-            negatives = torch.randint(0, pad, (self.config["num_negatives"],), generator=generator)
+            inputs, negatives, auxiliary = self.placed_batch(order[index * batch_size: (index + 1) * batch_size],
+                                                             generator, crowd_draws)
             loss = self.trainable_(*inputs, negatives, **auxiliary)
             self.optimizer_.zero_grad(set_to_none=True)
             loss.backward()
@@ -216,6 +231,13 @@ class MultiInterestTraining:
         samples = min(n_batches * batch_size, len(order))
         return {"loss": total_loss / max(batches, 1), "samples": samples, "train_seconds": seconds,
                 "samples_per_s": samples / seconds if seconds > 0 else 0.0}
+
+    def placed_batch(self, chosen: np.ndarray, generator: torch.Generator, crowd_draws: torch.Generator):
+        """(inputs, negatives, auxiliary) of one batch on the model's device; drawn on the CPU from the
+        seeded streams, so the draws do not depend on the device."""
+        inputs, auxiliary = self.batch(chosen, crowd_draws)
+        negatives = torch.randint(0, self.data.num_items, (self.config["num_negatives"],), generator=generator)
+        return on_device((inputs, negatives, auxiliary), self.device_)
 
     def _auxiliary(self, user_rows: np.ndarray, generator: torch.Generator) -> dict:
         """The extra forward arguments of the alignment and contrastive losses for one batch."""
@@ -235,7 +257,7 @@ class MultiInterestTraining:
         return extra
 
     def score_fn(self):
-        return model_score_fn(self.model_, self.config["max_history"], self.data.num_items)
+        return model_score_fn(self.model_, self.config["max_history"], self.data.num_items, self.device_)
 
     def validate(self) -> dict:
         self.model_.eval()

@@ -66,5 +66,6 @@ def load_model(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 
 
 def load_training_state(path: str) -> dict:
-    """A Ray Train checkpoint's training state, tensors and plain containers only."""
-    return torch.load(path, weights_only=True)
+    """A Ray Train checkpoint's training state, tensors and plain containers only, on the CPU (a GPU
+    worker's checkpoint is read by the driver; a restored worker moves it to its device)."""
+    return torch.load(path, weights_only=True, map_location="cpu")
