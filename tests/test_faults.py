@@ -89,7 +89,9 @@ def test_a_killed_ray_train_worker_resumes_from_the_checkpoint_to_the_same_resul
     assert interrupted["best_metric"] == uninterrupted["best_metric"]
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+# SIGKILL of the driver mid-stage is also test_llm_stage_integration's kill test (in every run)
+@pytest.mark.parametrize("stop", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)],
+                         ids=["SIGTERM", "SIGKILL"])
 def test_a_driver_stopped_during_training_is_rerun_to_a_complete_run(local_ray, data_dir, tmp_path, stop):
     """`python -m jobs.refresh` is stopped while it trains; the rerun of the same run id keeps the
     finished stages, resumes the training from its checkpoint and writes every table in full."""

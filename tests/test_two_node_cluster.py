@@ -1,4 +1,5 @@
-"""A real two-node Ray cluster on this machine, the refresh job sent with `ray job submit`.
+"""A real two-node Ray cluster on this machine: the refresh job sent with `ray job submit`, and the
+node that hosts the LLM engine killed in the middle of the LLM stage.
 
 The head and the second node are started with `ray start --block` in their own process groups
 and a private --temp-dir, and are always taken down in `finally` by killing those groups (so the
@@ -46,39 +47,81 @@ def alive_nodes(address: str, env: dict) -> int:
     return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
 
-def test_refresh_job_submitted_to_two_node_cluster(data_dir, tmp_path):
-    pytest.importorskip("ray")
-    temp_dir = tempfile.mkdtemp(prefix="rtn", dir="/tmp")  # short: Ray's socket paths have a length limit
-    gcs_port, dash_port = free_port(), free_port()
+class LocalCluster:
+    """A head and further nodes, each `ray start --block` in its own process group with private
+    ports and temp dir; `kill(node)` SIGKILLs one node's processes (a dead machine); `close()` takes
+    everything down."""
 
+    def __init__(self, log_path: Path, head_cpus: int = 1):
+        self.temp_dir = tempfile.mkdtemp(prefix="rtn", dir="/tmp")  # short: Ray's socket paths have a length limit
+        self.gcs_port, self.dash_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{self.gcs_port}"
+        # Ray 2.60 enables token authentication on `ray start --head`: every node and client of this
+        # cluster gets the same fresh token through the environment (nothing is written to ~/.ray).
+        self.env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                    "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.env.pop("RAY_ADDRESS", None)
+        self.logs = open(log_path, "w")
+        self.nodes: list[subprocess.Popen] = []
+        self.killed: list[subprocess.Popen] = []
+        self._start([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
+                     f"--num-cpus={head_cpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                     f"--dashboard-port={self.dash_port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+                     f"--ray-client-server-port={free_port()}", *self.own_ports()])
+        wait_for(lambda: alive_nodes(self.address, self.env) >= 1, 120, "the head node")
+
+    @staticmethod
     def own_ports() -> list[str]:
         """Per node: the ports Ray would otherwise take at fixed defaults (the dashboard agent's 52365
         among them), so another Ray on this machine (a local job, a benchmark) cannot collide."""
         return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
                 f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
-    address = f"127.0.0.1:{gcs_port}"
-    # Ray 2.60 enables token authentication on `ray start --head`: every node and client of this
-    # cluster gets the same fresh token through the environment (nothing is written to ~/.ray).
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
-           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    env.pop("RAY_ADDRESS", None)
-    logs = open(tmp_path / "nodes.log", "w")
-    nodes = []
-    try:
-        nodes.append(subprocess.Popen(
-            [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
-             "--num-cpus=1", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dash_port}", f"--temp-dir={temp_dir}", "--disable-usage-stats",
-             f"--ray-client-server-port={free_port()}", *own_ports()],
-            env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
-        wait_for(lambda: alive_nodes(address, env) >= 1, 120, "the head node")
-        nodes.append(subprocess.Popen(
-            [RAY, "start", "--block", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-             '--resources={"second_node": 1}', "--disable-usage-stats", *own_ports()],
-            env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
-        wait_for(lambda: alive_nodes(address, env) == 2, 120, "the second node")
 
+    def _start(self, command: list[str]) -> subprocess.Popen:
+        node = subprocess.Popen(command, env=self.env, stdout=self.logs, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.nodes.append(node)
+        return node
+
+    def add_node(self, cpus: int = 1, resources: str = '{"second_node": 1}') -> subprocess.Popen:
+        node = self._start([RAY, "start", "--block", f"--address={self.address}", "--node-ip-address=127.0.0.1",
+                            f"--num-cpus={cpus}", f"--resources={resources}", "--disable-usage-stats",
+                            *self.own_ports()])
+        live = len(self.nodes) - len(self.killed)
+        wait_for(lambda: alive_nodes(self.address, self.env) == live, 120, "the new node")
+        return node
+
+    def kill(self, node: subprocess.Popen) -> None:
+        """SIGKILL the node's process group: raylet, its workers (an engine actor among them) and agents."""
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=30)
+        self.killed.append(node)
+        live = len(self.nodes) - len(self.killed)
+        wait_for(lambda: alive_nodes(self.address, self.env) == live, 120, "the cluster to see the node dead")
+
+    def close(self) -> None:
+        for process in reversed(self.nodes):
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for process in self.nodes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        # anything the nodes spawned outside their groups carries the private temp dir in its command line
+        subprocess.run(["pkill", "-9", "-f", self.temp_dir], check=False)
+        self.logs.close()
+
+
+def test_refresh_job_submitted_to_two_node_cluster(data_dir, tmp_path):
+    pytest.importorskip("ray")
+    cluster = LocalCluster(tmp_path / "nodes.log")
+    try:
+        cluster.add_node()
+        env, dash_port = cluster.env, cluster.dash_port
         output = tmp_path / "runs"
         runtime_env = {"excludes": [".venv", "runs", ".git", "*.egg-info", ".pytest_cache", ".hypothesis"]}
         command = [RAY, "job", "submit", f"--address=http://127.0.0.1:{dash_port}", f"--working-dir={REPO}",
@@ -107,16 +150,58 @@ def test_refresh_job_submitted_to_two_node_cluster(data_dir, tmp_path):
         assert metrics["value"].between(0, 1).all() and len(metrics) == 2 * 2 * 9
         assert "Test metrics" in submit.stdout  # the job printed its metrics table
     finally:
-        for process in reversed(nodes):
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for process in nodes:
-            try:
-                process.wait(timeout=30)
+        cluster.close()
+
+
+def test_the_node_of_the_llm_engine_killed_mid_stage_loses_nothing_and_resends_nothing(data_dir, tmp_path):
+    """The head has 1 CPU, so the engine actor (1 + 0.2 CPUs) can only run on the second node. That
+    node is SIGKILLed (raylet, engine and all) once the first answers are in the prompt cache; the
+    job, which then has no node for an engine, is stopped; a new second node joins and the rerun
+    of the same run id sends exactly the prompts that had no answer and groups every user."""
+    pytest.importorskip("vllm")
+    from rec_core.llm.offline_model import default_model_dir
+    from rec_core.llm.prompt_cache import PromptCache
+
+    if not (default_model_dir() / "config.json").exists():
+        pytest.fail("offline default model missing: bin/setup prepares it")
+    users = 12
+    output = tmp_path / "runs"
+    overrides = [f"output_dir={output}", "run_id=node-lost", f"data.data_dir={data_dir}", "semantic.backend=llm",
+                 f"semantic.max_users={users}", "semantic.max_items=8", "llm.max_tokens=160", "llm.batch_size=1",
+                 "llm.cache_flush_rows=1"]
+    cluster = LocalCluster(tmp_path / "nodes.log")
+    try:
+        second = cluster.add_node(cpus=2)
+        env = {**cluster.env, "RAY_ADDRESS": cluster.address}
+        subprocess.run([sys.executable, "-m", "jobs.ingest", *overrides], cwd=REPO, env=env, check=True,
+                       capture_output=True, timeout=300)
+        cache = PromptCache(output / "llm_cache")
+        job = subprocess.Popen([sys.executable, "-m", "jobs.semantic", *overrides], cwd=REPO, env=env,
+                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: len(cache) > 0 or job.poll() is not None, 600, "the first cached answers")
+            assert job.poll() is None, f"the stage ended first:\n{job.stderr.read().decode()[-2000:]}"
+            cluster.kill(second)
+            answered = len(cache)
+            assert 0 < answered < users, answered
+            try:  # no node can host an engine now: the job either fails or waits for one
+                job.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        # anything the nodes spawned outside their groups carries the private temp dir in its command line
-        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
-        logs.close()
+                os.killpg(job.pid, signal.SIGTERM)
+                job.wait(timeout=60)
+        finally:
+            if job.poll() is None:
+                os.killpg(job.pid, signal.SIGKILL)
+        assert len(cache) == answered  # nothing was answered after the node died
+
+        cluster.add_node(cpus=2)
+        rerun = subprocess.run([sys.executable, "-m", "jobs.semantic", *overrides], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=900)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        stage = json.loads((output / "node-lost" / "manifest.json").read_text())["stages"]["semantic"]
+        assert stage["status"] == "done"
+        assert stage["llm"]["cache_hits"] == answered and stage["llm"]["sent"] == users - answered  # 0 resent
+        clusters = pq.read_table(output / "node-lost" / "user_semantic_clusters").to_pandas()
+        assert clusters["user_id"].nunique() == users  # 0 users lost
+    finally:
+        cluster.close()
