@@ -124,3 +124,14 @@ def test_a_finished_run_with_a_damaged_table_redoes_that_stage_only(data_dir, tm
               if again["stages"][stage]["started"] != first["stages"][stage]["started"]]
     assert redone == ["evaluate"]
     assert path.read_bytes() == intact
+
+
+def test_a_retrained_model_reruns_the_stages_that_read_it_but_not_the_other_models(tmp_path):
+    run = open_run(tmp_path)
+    fake_stage(run, "ingest", "items", pd.DataFrame({"item_id": [0, 1]}))
+    for model in ("train:a", "train:b", "train:b+student+distill"):
+        fake_stage(run, model, f"weights_{model.split(':')[1]}", pd.DataFrame({"w": [1.0]}))
+    fake_stage(run, "evaluate", "metrics", pd.DataFrame({"value": [0.5]}))
+    fake_stage(run, "train:a", "weights_a", pd.DataFrame({"w": [2.0]}))  # a retrained with new weights
+    assert run.stage_done("train:b") and run.stage_done("ingest")
+    assert not run.stage_done("evaluate") and not run.stage_done("train:b+student+distill")

@@ -281,7 +281,7 @@ class Run:
         checksums of the earlier outputs it could read and the files it registers; yields a dict
         for row counts and notes."""
         inputs = {relative: entry["sha256"] for relative, entry in self.manifest["outputs"].items()
-                  if entry.get("stage") != name}
+                  if entry.get("stage") != name and not _sibling_models(name, entry.get("stage"))}
         record = {"status": "running", "started": utc_now(), "models": list(self.config["models"]),
                   "config": copy.deepcopy(self.config), "inputs": inputs, "outputs": []}
         self.manifest["stages"][name] = record
@@ -332,6 +332,14 @@ def read_run_table(root: Path, name: str, manifest: dict | None = None) -> pd.Da
     stage = f"stage {writer}" if writer else "the stage that writes it"
     raise ConfigError(f"table '{name}' of run {root} is damaged ({damage}): {stage} must run again (rerun the "
                       "same run_id: it redoes that stage and what depends on it)") from None
+
+
+def _sibling_models(stage: str, writer: str | None) -> bool:
+    """Two plain training stages: one model's weights are not an input of another's training (a
+    retrained model must not force every other model to retrain); a distilled student's stage does
+    read its teacher and student, so it keeps them as inputs."""
+    return (stage.startswith("train:") and not stage.endswith("+distill") and writer is not None
+            and writer.startswith("train:"))
 
 
 def text_cache_folder(config: dict) -> Path:
