@@ -17,12 +17,9 @@ SMALL = ["train.epochs=1", "train.max_samples_per_epoch=3000", "train.cpus_per_w
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("vllm")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+def local_ray(local_ray):
+    pytest.importorskip("vllm")  # the crowd stages run the LLM backend too
+    return local_ray
 
 
 def test_crowd_stages_and_full_model_end_to_end(local_ray, data_dir, tmp_path):

@@ -27,14 +27,6 @@ TRAINING = ["train.num_workers=2", "train.cpus_per_worker=1", "train.embedding_d
             "train.patience=5", "eval.top_k=20"]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
 def checkpoints(run_root: Path, name: str) -> list[dict]:
     """The checkpoints Ray Train's controller has registered (a folder alone may still be uploading)."""
     snapshot = run_root / "ray_train" / name / "checkpoint_manager_snapshot.json"

@@ -22,14 +22,6 @@ QUICK = ["train.epochs=1", "train.max_samples_per_epoch=3000", "train.cpus_per_w
 GOLDEN_POPULARITY_TEST = {("recall", 50): 0.217607, ("ndcg", 50): 0.176972, ("hit_rate", 10): 0.574468}
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, tmp_path):
     config = load_config(None, [f"output_dir={tmp_path}", "run_id=it", f"data.data_dir={data_dir}", *QUICK])
     run = refresh(config)
