@@ -1,3 +1,5 @@
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
@@ -21,6 +23,45 @@ def test_number_of_clusters_adapts_to_the_items():
 def test_max_clusters_is_enforced_by_forced_merges():
     clusters = agglomerate(blobs([2, 2, 2, 2, 2]), 3, 0.5)
     assert len(clusters) == 3 and sorted(p for c in clusters for p in c) == list(range(10))
+
+
+def pairwise_loop_agglomerate(vectors, max_clusters, merge_threshold):
+    """The pure-Python average-linkage loop `agglomerate` replaced, kept here as its reference."""
+    n = len(vectors)
+    if n == 0:
+        return []
+    unit = vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)
+    similarity = unit @ unit.T
+    clusters = [[i] for i in range(n)]
+    while len(clusters) > 1:
+        best, pair = -np.inf, None
+        for a in range(len(clusters)):
+            for b in range(a + 1, len(clusters)):
+                linkage = similarity[np.ix_(clusters[a], clusters[b])].mean()
+                if linkage > best:
+                    best, pair = linkage, (a, b)
+        if best < merge_threshold and len(clusters) <= max_clusters:
+            break
+        a, b = pair
+        clusters[a] = sorted(clusters[a] + clusters.pop(b))
+    return clusters
+
+
+def test_scipy_linkage_gives_the_pairwise_loops_clusters_on_fixed_inputs():
+    rng = np.random.default_rng(7)
+    compared = Counter()
+    for case in range(400):
+        n, dim = int(rng.integers(1, 16)), int(rng.choice([4, 8, 32, 384]))
+        if case % 2:  # a few themes with noise, like a user's items
+            themes = rng.normal(size=(int(rng.integers(1, 5)), dim))
+            vectors = themes[rng.integers(0, len(themes), n)] + rng.uniform(0.1, 1.0) * rng.normal(size=(n, dim))
+        else:
+            vectors = rng.normal(size=(n, dim))
+        max_clusters, threshold = int(rng.integers(1, 6)), float(rng.uniform(-0.2, 0.8))
+        expected = pairwise_loop_agglomerate(vectors, max_clusters, threshold)
+        assert agglomerate(vectors, max_clusters, threshold) == expected, (case, n, dim, max_clusters, threshold)
+        compared[len(expected)] += 1
+    assert len(compared) >= 4  # the inputs reached several cluster counts, not only the trivial ones
 
 
 def test_single_item_and_empty():
