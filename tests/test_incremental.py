@@ -136,11 +136,11 @@ def test_a_warm_start_keeps_known_items_rows_and_initialises_new_items_as_a_full
 @pytest.mark.integration
 def test_an_incremental_night_on_ml100k_regroups_only_changed_users_and_warm_starts(data_dir, tmp_path):
     ray = pytest.importorskip("ray")
-    from jobs.benchmarks.incremental import write_generic, yesterday
+    from jobs.benchmarks.incremental import yesterday
     from jobs.ingest import ingest
     from jobs.refresh import refresh
     from jobs.semantic import semantic
-    from rec_core.data.datasets import load_dataset
+    from rec_core.data.datasets import load_dataset, write_generic
 
     tables = load_dataset("movielens-100k", data_dir)
     before, changed = yesterday(tables.interactions, 0.02, seed=1)

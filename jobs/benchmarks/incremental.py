@@ -32,26 +32,10 @@ import pandas as pd
 
 from jobs.benchmarks import add_data_arguments
 from jobs.benchmarks.models import print_paired
-from rec_core.data.datasets import load_dataset
+from rec_core.data.datasets import load_dataset, write_generic
 from rec_core.run.config import load_config
 
 CACHES = ("text_embedding_cache", "llm_cache")  # the folders of output_dir that runs share (default places)
-
-
-def write_generic(items: pd.DataFrame, interactions: pd.DataFrame, users: pd.DataFrame, folder: Path) -> None:
-    """The tables as `<folder>/data.item` and `<folder>/data.inter` (source ids; tabs and line breaks
-    in text become spaces)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    clean = lambda text: " ".join(str(text).split())  # noqa: E731
-    item_lines = [f"{clean(s)}\t{clean(t)}\t{'|'.join(clean(l) for l in labels)}\n"
-                  for s, t, labels in zip(items["source_id"], items["title"], items["labels"])]
-    (folder / "data.item").write_text("item_id:token\ttitle:token_seq\tcategories:token_seq\n" + "".join(item_lines))
-    user_sources = users.set_index("user_id")["source_id"].astype(str)
-    item_sources = items["source_id"].astype(str).to_numpy()
-    inter_lines = [f"{clean(u)}\t{clean(i)}\t{ts}\n" for u, i, ts in
-                   zip(user_sources.reindex(interactions["user_id"]).to_numpy(),
-                       item_sources[interactions["item_id"].to_numpy()], interactions["ts"])]
-    (folder / "data.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "".join(inter_lines))
 
 
 def yesterday(interactions: pd.DataFrame, changed_share: float, seed: int) -> tuple[pd.DataFrame, np.ndarray]:

@@ -406,6 +406,30 @@ def _with_labels(title: str, labels: list[str]) -> str:
     return f"{title} - {', '.join(labels)}" if labels else title
 
 
+def write_generic(items: pd.DataFrame, interactions: pd.DataFrame, users: pd.DataFrame, folder: Path,
+                  chunk_rows: int = 1_000_000) -> None:
+    """Canonical tables as the generic format, `<folder>/data.item` and `<folder>/data.inter`
+    (source ids; whitespace runs in text, tabs and line breaks included, become one space), written
+    `chunk_rows` interactions at a time so a large log never sits in memory as text."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean = lambda text: " ".join(str(text).split())  # noqa: E731
+    with open(folder / "data.item", "w", encoding="utf-8") as handle:
+        handle.write("item_id:token\ttitle:token_seq\tcategories:token_seq\n")
+        handle.writelines(f"{clean(s)}\t{clean(t)}\t{'|'.join(clean(l) for l in labels)}\n"
+                          for s, t, labels in zip(items["source_id"], items["title"], items["labels"]))
+    user_sources = np.array([clean(s) for s in users.set_index("user_id")["source_id"].reindex(
+        np.arange(int(users["user_id"].max()) + 1)).fillna("")], dtype=object)
+    item_sources = np.array([clean(s) for s in items["source_id"]], dtype=object)
+    with open(folder / "data.inter", "w", encoding="utf-8") as handle:
+        handle.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for start in range(0, len(interactions), chunk_rows):
+            chunk = interactions.iloc[start:start + chunk_rows]
+            handle.writelines(f"{u}\t{i}\t{ts}\n" for u, i, ts in
+                              zip(user_sources[chunk["user_id"].to_numpy()], item_sources[chunk["item_id"].to_numpy()],
+                                  chunk["ts"].to_numpy()))
+
+
 # --------------------------------------------------------------------------- entry point
 
 
