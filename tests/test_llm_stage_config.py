@@ -20,7 +20,9 @@ def test_cpu_mode_requests_cpu_bundle_and_no_gpu():
     assert kwargs["placement_group_config"] == {"bundles": [{"CPU": 3}]}
     assert kwargs["log_engine_metrics"] is False and kwargs["should_continue_on_error"] is True
     assert kwargs["engine_kwargs"]["enable_prefix_caching"] is True
-    assert kwargs["runtime_env"]["env_vars"] == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+    # the engine core runs inside the actor: no spawned processes to die noisily at teardown
+    assert kwargs["runtime_env"]["env_vars"] == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1",
+                                                 "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     assert "accelerator_type" not in kwargs
     # the driver renders prompts (the cache key needs them); no extra transformers actors
     assert not (kwargs["chat_template_stage"] or kwargs["tokenize_stage"] or kwargs["detokenize_stage"])

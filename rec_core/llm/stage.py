@@ -145,8 +145,16 @@ def processor_config_kwargs(llm_config: dict, model: str) -> dict:
 
 def engine_env(llm_config: dict) -> dict:
     """vLLM CPU settings for the engine actor. Ray pins OMP_NUM_THREADS to the actor's CPU count;
-    vLLM's own thread binding (`VLLM_CPU_OMP_THREADS_BIND`) decides how many cores compute."""
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(llm_config["kv_cache_gib"])}
+    vLLM's own thread binding (`VLLM_CPU_OMP_THREADS_BIND`) decides how many cores compute.
+
+    `VLLM_ENABLE_V1_MULTIPROCESSING=0`: the engine core and its one CPU worker run inside the Ray
+    actor instead of two spawned processes. With them spawned, the actor's teardown killed the
+    multiprocessing resource tracker they shared with it, and every finished LLM stage printed
+    "resource_tracker: process died unexpectedly", KeyError ('/psm_*', '/loky-*') and
+    EngineDeadError tracebacks into the job's log. In-process, 2 x 32 grouping prompts on 2 cores
+    printed none, with the same generation time per batch of 16 (25.4-26.6 s against 24.6-26.5 s)
+    and 8-10 s less start-up (no processes to spawn). The GPU mode keeps vLLM's default."""
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(llm_config["kv_cache_gib"]), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     threads = llm_config["engine_threads"]
     env["VLLM_CPU_OMP_THREADS_BIND"] = "auto" if not threads else f"0-{int(threads) - 1}"
     return env

@@ -12,7 +12,7 @@ import yaml
 from rec_core.data.datasets import DataError
 from rec_core.run.config import ConfigError, keys_help, load_config
 from rec_core.run.publish import GateRefused
-from rec_core.run.stopping import stop_cleanly_on_sigterm, stopped_by
+from rec_core.run.stopping import shutdown_ray, stop_cleanly_on_sigterm, stopped_by
 
 
 def parse(argv: list[str] | None, description: str, default_config_file: str | None = None) -> dict | None:
@@ -59,12 +59,14 @@ GATE_REFUSED_EXIT = 3  # the run finished but the quality gate kept yesterday's 
 
 def main_guard(function, argv=None, description="", default_config_file: str | None = None) -> None:
     """Run a job; a bad config or bad data ends with one clear line per problem and exit code 2, a
-    run the quality gate refused with its reason and exit code 3, SIGTERM with exit code 143."""
+    run the quality gate refused with its reason and exit code 3, SIGTERM with exit code 143. After a
+    job that succeeded, the Ray it started is shut down (rec_core.run.stopping.shutdown_ray)."""
     stop_cleanly_on_sigterm()
     try:
         config = parse(argv, description, default_config_file)
         if config is not None:
             function(config)
+            shutdown_ray()
     except (ConfigError, DataError) as error:
         for line in str(error).splitlines():
             print(f"error: {line}", file=sys.stderr)

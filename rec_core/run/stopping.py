@@ -29,3 +29,12 @@ def stop_cleanly_on_sigterm() -> None:
 def stopped_by() -> int | None:
     """The signal that stopped this job, or None."""
     return _stopped_by[0] if _stopped_by else None
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray instance a stage of this job started or joined, so its actors (the vLLM engine,
+    Ray Train's controller) end in order before the job's last line rather than being killed at
+    interpreter exit. Ray is looked up, not imported: a job that never started it has nothing to stop."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
