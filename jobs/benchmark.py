@@ -9,6 +9,7 @@
     python -m jobs.benchmark distill --dataset sessions-hetrec-ml --config configs/sessions-hetrec-ml.yaml
     python -m jobs.benchmark selection-cost --pool 1000000             (jobs/benchmarks/distill.py)
     python -m jobs.benchmark incremental --dataset amazon-beauty --config configs/amazon-beauty.yaml
+    python -m jobs.benchmark scale --sizes 10000,100000,1000000      (jobs/benchmarks/scale.py)
 
 Each family lives in its own module of jobs/benchmarks/ and says there what it measures and how.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from jobs.benchmarks import crowd, distill, incremental, llm, models
+from jobs.benchmarks import crowd, distill, incremental, llm, models, scale
 from rec_core.run.cli import setup_logging
 from rec_core.run.config import ConfigError
 
@@ -25,7 +26,7 @@ from rec_core.run.config import ConfigError
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="benchmark", required=True)
-    for family in (models, distill, llm, crowd, incremental):
+    for family in (models, distill, llm, crowd, incremental, scale):
         family.add_commands(commands)
     args = parser.parse_args(argv)
     setup_logging()

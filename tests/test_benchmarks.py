@@ -13,7 +13,7 @@ def test_every_benchmark_is_a_sub_command(capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     for name in ("baselines", "alignment", "ablation", "descriptions", "paired", "sweep", "llm-throughput", "llm-cache", "describe-cache", "describe-cost", "grouping",
-                 "max-cover"):
+                 "max-cover", "scale"):
         assert name in text
 
 
@@ -54,3 +54,29 @@ def test_presented_text_is_the_latest_written_one():
     shown = presented_texts(table, layers=2)
     assert [s[("user", 4)] for s in shown] == ["u0", "u1", "u2"]
     assert [s[("item", 7)] for s in shown] == ["i0", "i0", "i0"]
+
+
+def test_scale_figures_give_each_sample_to_the_stage_running_then_and_fit_the_growth():
+    from jobs.benchmarks.scale import MIB, growth_exponents, stage_figures
+
+    manifest = {"stages": {
+        "ingest": {"status": "done", "started": "2026-12-05T10:00:00+00:00", "seconds": 2.0,
+                   "outputs": ["items/part-0.parquet", "interactions/part-0.parquet"], "inputs": {},
+                   "rows": {"items": 10, "interactions": 100, "users_train": 8}},
+        "train:m": {"status": "done", "started": "2026-12-05T10:00:05+00:00", "seconds": 3.0,
+                    "outputs": ["models/m/model.safetensors"], "inputs": {"interactions/part-0.parquet": "x"}},
+        "evaluate": {"status": "failed", "started": "2026-12-05T10:00:09+00:00", "seconds": 1.0}}}
+    import datetime
+
+    t0 = datetime.datetime(2026, 12, 5, 10, tzinfo=datetime.timezone.utc).timestamp()
+    samples = [(t0 + 1, 100 * MIB, 300 * MIB), (t0 + 4, 900 * MIB, 900 * MIB), (t0 + 6, 200 * MIB, 700 * MIB)]
+    figures = stage_figures(manifest, samples)
+    assert set(figures) == {"ingest", "train:m"}  # a failed stage has no figures
+    assert figures["ingest"] == {"seconds": 2.0, "peak_driver_rss_mib": 100.0, "peak_total_rss_mib": 300.0,
+                                 "rows_out": 110, "rows_in": 0}
+    assert figures["train:m"]["peak_driver_rss_mib"] == 200.0 and figures["train:m"]["rows_in"] == 100
+
+    per_size = [{"a": {"seconds": 1.0}, "b": {"seconds": 2.0}}, {"a": {"seconds": 10.0}, "b": {"seconds": 200.0}},
+                {"a": {"seconds": 100.0}}]
+    exponents = growth_exponents([1_000, 10_000, 100_000], per_size)
+    assert exponents == {"a": 1.0, "b": 2.0}

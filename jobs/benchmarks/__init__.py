@@ -4,7 +4,8 @@
 - `llm`: the LLM stage (`llm-throughput`, `llm-cache`, `grouping`);
 - `crowd`: the max-cover solver (`max-cover`);
 - `distill`: session distillation (`distill`, `selection-cost`);
-- `incremental`: an incremental night against a full run on the same data (`incremental`).
+- `incremental`: an incremental night against a full run on the same data (`incremental`);
+- `scale`: every stage's time and memory on synthetic data from 10k to 1M users (`scale`).
 
 Each module's `add_commands(subparsers)` declares its sub-commands; each prints figures (a table,
 then JSON lines). A benchmark writes its runs under `output_dir` with a run id naming the benchmark
