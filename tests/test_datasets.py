@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from rec_core.data.datasets import DataError, apply_k_core, load_dataset, load_generic, resolve_data_dir
@@ -230,3 +231,60 @@ def test_data_with_no_user_to_evaluate_is_named(tmp_path):
         ingest_generic(tmp_path, ["u1\tb\t3", "u2\ta\t1.5"], *small)
     with pytest.raises(DataError, match=r"1 users can be split .* leaves the valid and test split\(s\) empty"):
         ingest_generic(tmp_path / "2", ["u1\tb\t3", "u1\ta\t1.5"], *small)
+
+
+HEADER = b"user_id:token\titem_id:token\ttimestamp:float\n"
+FAST_READS = {
+    "floats, negatives, padding, repeats, empty ids": HEADER + b"u1\tb\t3\nu1\ta\t1.5\n u2 \t c \t 7 \nu2\tc\t-3\n"
+                                                      b"u1\tb\t3\n\ta\t4\nu3\t\t5\nu\xc3\xbc\ta\t2.9\n",
+    "no timestamp, another column": b"user_id:token\trating:float\titem_id:token\nu1\t5\tb\nu2\t4\ta\nu1\t3\ta\n",
+    "CRLF line ends, no final line end": HEADER.replace(b"\n", b"\r\n") + b"u1\tb\t3\r\nu2\ta\t1",
+}
+LINE_READS = {  # each sends the file to the line reader, which reads it or names the line
+    "a blank line": HEADER + b"u1\tb\t3\n\nu2\ta\t1\n",
+    "a missing field": HEADER + b"u1\tb\t3\nu2\ta\n",
+    "latin-1 bytes": HEADER + b"u1\tb\t3\nu\xe92\ta\t1\n",
+    "an underscore in a number": HEADER + b"u1\tb\t1_000\n",
+    "an infinite timestamp": HEADER + b"u1\tb\tinf\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAST_READS))
+def test_the_arrow_reader_gives_exactly_the_line_readers_events(tmp_path, case):
+    from collections import Counter
+
+    from rec_core.data.datasets import _generic_events_arrow, _generic_events_lines
+
+    path = tmp_path / "shop.inter"
+    path.write_bytes(FAST_READS[case])
+    fast_skips, line_skips = Counter(), Counter()
+    fast = _generic_events_arrow(path, fast_skips)
+    assert fast is not None
+    assert list(zip(fast["user_source"].astype(str), fast["item_source"].astype(str), fast["ts"].tolist())) \
+        == _generic_events_lines(path, line_skips)
+    assert fast_skips == line_skips
+
+
+@pytest.mark.parametrize("case", sorted(LINE_READS))
+def test_what_the_arrow_reader_cannot_vouch_for_goes_to_the_line_reader(tmp_path, case):
+    from collections import Counter
+
+    from rec_core.data.datasets import _generic_events_arrow
+
+    path = tmp_path / "shop.inter"
+    path.write_bytes(LINE_READS[case])
+    assert _generic_events_arrow(path, Counter()) is None
+
+
+def test_generic_tables_are_the_same_through_either_reader(tmp_path, monkeypatch):
+    from rec_core.data import datasets
+    from rec_core.data.synthetic import synthetic_tables
+
+    items, users, interactions = synthetic_tables(users=400, seed=5)
+    datasets.write_generic(items, interactions, users, tmp_path)
+    fast = load_generic(tmp_path)
+    monkeypatch.setattr(datasets, "_generic_events_arrow", lambda path, skips: None)
+    slow = load_generic(tmp_path)
+    for name in ("items", "users", "interactions"):
+        pd.testing.assert_frame_equal(getattr(fast, name), getattr(slow, name))
+    assert fast.skips == slow.skips
