@@ -47,7 +47,7 @@ class MemorySampler(threading.Thread):
     def __init__(self, pid: int, interval: float):
         super().__init__(daemon=True)
         self.pid, self.interval, self.samples = pid, interval, []
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
         import psutil
@@ -56,7 +56,7 @@ class MemorySampler(threading.Thread):
             driver = psutil.Process(self.pid)
         except psutil.NoSuchProcess:
             return
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 processes = [driver, *driver.children(recursive=True)]
                 own = driver.memory_info().rss
@@ -69,10 +69,10 @@ class MemorySampler(threading.Thread):
                 except psutil.NoSuchProcess:
                     pass
             self.samples.append((time.time(), own, total))
-            self._stop.wait(self.interval)
+            self._stopping.wait(self.interval)
 
     def stop(self) -> list[tuple[float, int, int]]:
-        self._stop.set()
+        self._stopping.set()
         self.join()
         return self.samples
 
@@ -123,9 +123,10 @@ def run_size(users: int, root: Path, args) -> dict:
         stamp.write_text(json.dumps(generated))
     generated = json.loads(stamp.read_text())
     run_id = f"scale-{users}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    command = [sys.executable, "-m", "jobs.refresh", "data.dataset=generic", f"data.path={data}",
-               f"output_dir={root / 'runs'}", f"run_id={run_id}", f"models={args.models}", "train.epochs=1",
-               f"train.max_samples_per_epoch={args.cap}", "publish.enabled=false", *args.overrides]
+    command = [sys.executable, "-m", "jobs.refresh", *args.overrides,  # the benchmark's own keys come last
+               "data.dataset=generic", f"data.path={data}", f"output_dir={root / 'runs'}", f"run_id={run_id}",
+               f"models={args.models}", "train.epochs=1", f"train.max_samples_per_epoch={args.cap}",
+               "publish.enabled=false"]
     print(f"\n== {users} users: {generated['interactions']} interactions, {generated['items']} items; "
           f"{' '.join(command[1:])}", flush=True)
     began = time.perf_counter()
