@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from rec_core.data.datasets import DataError, load_dataset
-from rec_core.data.splits import history_cut, split_sessions, split_users
+from rec_core.data.splits import history_cuts, sequences_for, split_sessions, split_users
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 
@@ -19,14 +19,11 @@ def timestamp_ties(interactions, user_splits, history_fraction: float) -> dict:
     """How much the data's timestamps tie, and for how many valid/test users the history cut was
     moved off a tie (rec_core.data.splits), so the manifest says what the protocol did."""
     tied = interactions.duplicated(["user_id", "ts"], keep=False)
-    evaluated = set(user_splits.loc[user_splits["split"] != "train", "user_id"])
-    moved = 0
-    for user, times in interactions.groupby("user_id", sort=False)["ts"]:
-        if user in evaluated:
-            times = times.to_numpy()
-            moved += history_cut(len(times), history_fraction, times) != history_cut(len(times), history_fraction)
+    evaluated = sequences_for(interactions, user_splits.loc[user_splits["split"] != "train", "user_id"].to_numpy())
+    moved = history_cuts(evaluated.offsets, history_fraction, evaluated.times) != history_cuts(evaluated.offsets,
+                                                                                                  history_fraction)
     return {"interactions_sharing_a_timestamp": int(tied.sum()), "share": round(float(tied.mean()), 4),
-            "eval_users_cut_moved_off_a_tie": int(moved), "eval_users": len(evaluated)}
+            "eval_users_cut_moved_off_a_tie": int(moved.sum()), "eval_users": len(evaluated)}
 
 
 def check_evaluable(num_items: int, eval_config: dict, dataset: str) -> None:

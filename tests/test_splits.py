@@ -55,9 +55,39 @@ def test_session_split_target_is_last_and_prefix_truncated():
     assert split_sessions(sessions, seed=3)["split"].equals(table["split"])
 
 
-def test_history_cut_never_falls_inside_equal_timestamps():
-    from rec_core.data.splits import history_cut
+def history_cut(length, history_fraction, times=None):
+    """The per-user cut `history_cuts` vectorised, kept here as its reference."""
+    cut = min(max(int(length * history_fraction), 1), length - 1)
+    if times is None or times[cut - 1] != times[cut]:
+        return cut
+    tied = times == times[cut]
+    start, end = int(np.argmax(tied)), length - int(np.argmax(tied[::-1]))
+    if start > 0:
+        return start
+    return end if end < length else cut
 
+
+def test_vectorised_cuts_are_the_per_user_cuts():
+    from rec_core.data.splits import history_cuts
+
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(2, 30, size=3000)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    # few distinct timestamps per user, so many cuts fall inside ties (also ties spanning whole users)
+    times = np.concatenate([np.sort(rng.integers(0, rng.integers(1, 6), size=n)) for n in lengths])
+    for fraction in (0.8, 0.5, 0.34):
+        expected = [history_cut(n, fraction, times[o:o + n]) for o, n in zip(offsets, lengths)]
+        assert history_cuts(offsets, fraction, times).tolist() == expected
+        assert history_cuts(offsets, fraction).tolist() == [history_cut(n, fraction) for n in lengths]
+    moved = history_cuts(offsets, 0.8, times) != history_cuts(offsets, 0.8)
+    assert 0.2 < moved.mean() < 0.9  # the inputs exercised the tie rules
+
+
+def test_history_cut_never_falls_inside_equal_timestamps():
+    from rec_core.data.splits import history_cuts
+
+    for times in (None, np.arange(10), np.array([1, 2, 3, 4, 5, 6, 7, 7, 7, 8]), np.array([5] * 9 + [9]), np.full(10, 3)):
+        assert history_cuts([0, 10], 0.8, times).tolist() == [history_cut(10, 0.8, times)]
     assert history_cut(10, 0.8) == 8
     assert history_cut(10, 0.8, np.arange(10)) == 8  # distinct times: the plain cut
     times = np.array([1, 2, 3, 4, 5, 6, 7, 7, 7, 8])  # position 8 sits in the tie 6..8

@@ -88,43 +88,50 @@ class EvalSet:
     targets: Sequences
 
 
-def history_cut(length: int, history_fraction: float, times: np.ndarray | None = None) -> int:
-    """Items before the returned index are history: int(n * fraction), at least 1, at most n - 1,
-    moved off a group of equal timestamps as the module docstring says."""
-    cut = min(max(int(length * history_fraction), 1), length - 1)
-    if times is None or times[cut - 1] != times[cut]:
-        return cut
-    tied = times == times[cut]
-    start, end = int(np.argmax(tied)), length - int(np.argmax(tied[::-1]))
-    if start > 0:
-        return start
-    return end if end < length else cut
+def history_cuts(offsets: np.ndarray, history_fraction: float, times: np.ndarray | None = None) -> np.ndarray:
+    """Per user of a CSR sequence set (`offsets`, every user at least 2 items; `times` ascending
+    within a user, as the interactions table is), the index before which items are history:
+    int(n * fraction), at least 1, at most n - 1, moved off a group of equal timestamps as the
+    module docstring says. Vectorised over all users: no per-user Python."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    lengths = np.diff(offsets)
+    if len(lengths) and lengths.min() < 2:
+        raise ValueError("every user needs at least 2 items to be cut into history and targets")
+    cuts = np.minimum(np.maximum((lengths * history_fraction).astype(np.int64), 1), lengths - 1)
+    if times is None or not len(cuts):
+        return cuts
+    times = np.asarray(times)
+    at = offsets[:-1] + cuts
+    tied = times[at - 1] == times[at]
+    if not tied.any():
+        return cuts
+    # the first and one-past-last position of each position's group of equal timestamps in its user
+    positions = np.arange(len(times), dtype=np.int64)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    begins = np.ones(len(times), dtype=bool)
+    begins[1:] = (times[1:] != times[:-1]) | (owner[1:] != owner[:-1])
+    ends = np.ones(len(times), dtype=bool)
+    ends[:-1] = begins[1:]
+    group_start = np.maximum.accumulate(np.where(begins, positions, 0))
+    group_end = np.minimum.accumulate(np.where(ends, positions, len(times))[::-1])[::-1] + 1
+    start, end = group_start[at] - offsets[:-1], group_end[at] - offsets[:-1]
+    moved = np.where(start > 0, start, np.where(end < lengths, end, cuts))
+    return np.where(tied, moved, cuts)
 
 
 def cut_history(sequences: Sequences, history_fraction: float = 0.8) -> EvalSet:
-    """Per user, the items before `history_cut` are history, the rest targets."""
-    hist_items, hist_times, hist_counts, target_items, target_counts = [], [], [], [], []
-    for index in range(len(sequences)):
-        sequence = sequences.sequence(index)
-        times = (sequences.times[sequences.offsets[index]: sequences.offsets[index + 1]]
-                 if sequences.times is not None else None)
-        cut = history_cut(len(sequence), history_fraction, times)
-        hist_items.append(sequence[:cut])
-        if times is not None:
-            hist_times.append(times[:cut])
-        target_items.append(sequence[cut:])
-        hist_counts.append(cut)
-        target_counts.append(len(sequence) - cut)
+    """Per user, the items before `history_cuts` are history, the rest targets."""
+    cuts = history_cuts(sequences.offsets, history_fraction, sequences.times)
+    lengths = np.diff(sequences.offsets)
+    position = np.arange(len(sequences.items), dtype=np.int64) - np.repeat(sequences.offsets[:-1], lengths)
+    history = position < np.repeat(cuts, lengths)
 
-    def flat(parts):
-        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-
-    def csr(parts, counts, time_parts=None):
+    def csr(mask, counts, with_times):
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return Sequences(sequences.user_ids, offsets, flat(parts), flat(time_parts) if time_parts is not None else None)
+        times = sequences.times[mask].astype(np.int64) if with_times and sequences.times is not None else None
+        return Sequences(sequences.user_ids, offsets, sequences.items[mask].astype(np.int64), times)
 
-    histories = csr(hist_items, hist_counts, hist_times if sequences.times is not None else None)
-    return EvalSet(sequences.user_ids, histories, csr(target_items, target_counts))
+    return EvalSet(sequences.user_ids, csr(history, cuts, True), csr(~history, lengths - cuts, False))
 
 
 @dataclass
