@@ -4,8 +4,10 @@
         [--cap 20000] [--name bench-scale] [key=value ...]
 
 For each size it writes a synthetic data set (rec_core.data.synthetic, seed `--data-seed`) in the
-generic format under `<output_dir>/<name>/data-<users>/` (kept and reused while the same size and
-seed are asked for again), then runs the whole refresh on it in a child process
+generic format under `<output_dir>/<name>/data-<users>-<items>/` (kept and reused while the same
+size and seed are asked for again). The catalogue is `--items` (20,000) at every size, so the growth
+measured is growth in users: scoring every user against every item (validation, evaluation, export)
+is users x items, which a catalogue growing with the users would make quadratic. Then it runs the whole refresh on it in a child process
 (`python -m jobs.refresh data.dataset=generic ...`: encoder backends, `--models`, one epoch of at
 most `--cap` training samples (`train.max_samples_per_epoch`); evaluation is not capped: every
 valid and test user is ranked against the whole catalogue), and samples every `--interval` seconds
@@ -116,10 +118,10 @@ def growth_exponents(sizes: list[int], per_size: list[dict[str, dict]]) -> dict[
 def run_size(users: int, root: Path, args) -> dict:
     from jobs.synthetic import write_synthetic
 
-    data = root / f"data-{users}"
+    data = root / f"data-{users}-{args.items}"
     stamp = data / "synthetic.json"
     if not (stamp.is_file() and json.loads(stamp.read_text()).get("seed") == args.data_seed):
-        generated = write_synthetic(data, users, seed=args.data_seed)
+        generated = write_synthetic(data, users, items=args.items, seed=args.data_seed)
         stamp.write_text(json.dumps(generated))
     generated = json.loads(stamp.read_text())
     run_id = f"scale-{users}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -175,7 +177,7 @@ def scale_benchmark(args) -> None:
     print(f"\ngrowth exponent of time in users ({sizes[0]}..{sizes[-1]}; goal <= 1.15):")
     for stage, exponent in exponents.items():
         print(f"  {stage:40s} {exponent:>6}{'' if exponent <= 1.15 else '   over'}")
-    print(json.dumps({"benchmark": "scale", "sizes": sizes, "models": args.models, "cap": args.cap,
+    print(json.dumps({"benchmark": "scale", "sizes": sizes, "items": args.items, "models": args.models, "cap": args.cap,
                       "growth_exponents": exponents}))
 
 
@@ -184,6 +186,7 @@ def add_commands(commands) -> None:
     bench.add_argument("--sizes", default="10000,100000,1000000", help="user counts, comma-separated")
     bench.add_argument("--models", default="[popularity,comirec_sa+align+contrast]", help="the models of every run")
     bench.add_argument("--cap", type=int, default=20000, help="training samples per epoch (one epoch)")
+    bench.add_argument("--items", type=int, default=20000, help="catalogue size, the same at every size")
     bench.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
     bench.add_argument("--interval", type=float, default=0.5, help="seconds between memory samples")
     bench.add_argument("--name", default="bench-scale", help="folder under output_dir (data kept, runs added)")

@@ -7,7 +7,8 @@ What is drawn (all from one seeded numpy generator, vectorised, so 1M users take
 
 - `topics` latent interests, each a theme of THEMES (a category name and its words; past the
   themes' count a numbered variant, e.g. "Cooking 2", with the same words). An item belongs to
-  one topic: its title is an adjective and two of its theme's words ("Cast Iron Skillet Whisk"),
+  one topic: its title is an adjective, two of its theme's words and its number in the topic
+  ("Classic Skillet Whisk No. 12", so no two items share a text),
   its categories "<theme>|<topic>", so the text encoder and the labels find the topic again.
 - popularity: within a topic, items follow a Zipf law of exponent `popularity_exponent` over
   their rank (rank 1 the most popular; ranks are a seeded shuffle of the topic's items);
@@ -140,8 +141,9 @@ def _items(n_items: int, topics: int, rng) -> tuple[pd.DataFrame, np.ndarray]:
     words = [THEMES[theme[t]] for t in topic_of]
     first, second = rng.integers(0, 10, n_items), rng.integers(1, 10, n_items)
     adjective = rng.integers(0, len(ADJECTIVES), n_items)
-    titles = [f"{ADJECTIVES[a]} {w[i].title()} {w[(i + j) % 10].title()}"
-              for a, w, i, j in zip(adjective, words, first, second)]
+    number = np.arange(n_items) - np.searchsorted(topic_of, topic_of)  # the item's number within its topic
+    titles = [f"{ADJECTIVES[a]} {w[i].title()} {w[(i + j) % 10].title()} No. {k + 1}"
+              for a, w, i, j, k in zip(adjective, words, first, second, number)]
     labels = [[theme[t], topic_name[t]] if topic_name[t] != theme[t] else [theme[t]] for t in topic_of]
     frame = pd.DataFrame({"item_id": np.arange(n_items, dtype=np.int64),
                           "source_id": np.char.add("i", np.arange(n_items).astype(str)).astype(object),
