@@ -131,3 +131,22 @@ def test_top_k_ranks_every_user_as_the_evaluator_does_without_targets():
     for row in range(n_users):
         assert not set(ranking.item_ids[row]) & set(histories.sequence(row))
     assert ranking.scores.shape == (n_users, 5) and (np.diff(ranking.scores, axis=1) <= 0).all()
+
+
+@pytest.mark.parametrize("kind", ["continuous", "integer counts", "history masked", "constant"])
+def test_top_ranked_is_the_head_of_a_stable_descending_sort(kind):
+    from rec_core.eval.evaluator import top_ranked
+
+    generator = torch.Generator().manual_seed(len(kind))
+    scores = torch.randn(300, 500, generator=generator)
+    if kind == "integer counts":  # popularity-like: ties everywhere, also across the cut
+        scores = torch.randint(0, 12, (300, 500), generator=generator).float()
+    elif kind == "history masked":  # rows with fewer finite scores than the depth
+        scores[:, 30:] = float("-inf")
+        scores[::7, 5:] = float("-inf")
+    elif kind == "constant":
+        scores = torch.zeros(300, 500)
+    for depth in (1, 20, 50):
+        values, items = top_ranked(scores.clone(), depth)
+        expected_values, expected_items = torch.sort(scores, dim=1, descending=True, stable=True)
+        assert torch.equal(items, expected_items[:, :depth]) and torch.equal(values, expected_values[:, :depth])

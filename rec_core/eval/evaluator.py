@@ -55,7 +55,7 @@ def _csr_rows(sequences: Sequences, rows: np.ndarray) -> tuple[torch.Tensor, tor
 
 def _ranked_batches(score_fn: ScoreFn, data: EvalSet, num_items: int, depth: int, batch_size: int):
     """Per batch of users: (rows, top-`depth` items and scores, target mask, number of retrievable
-    targets). History items are excluded; equal scores rank the lower item id first (a stable sort),
+    targets). History items are excluded; equal scores rank the lower item id first (`top_ranked`),
     so a ranking never depends on the order torch.topk happens to return ties in."""
     n_users = len(data.user_ids)
     with torch.no_grad():
@@ -67,13 +67,29 @@ def _ranked_batches(score_fn: ScoreFn, data: EvalSet, num_items: int, depth: int
                                  f"expected {(len(rows), num_items)}")
             hist_rows, hist_items = _csr_rows(data.histories, rows)
             scores[hist_rows, hist_items] = float("-inf")
-            top_scores, top_items = torch.sort(scores, dim=1, descending=True, stable=True)
-            top_scores, top_items = top_scores[:, :depth], top_items[:, :depth]
+            top_scores, top_items = top_ranked(scores, depth)
             target_rows, target_items = _csr_rows(data.targets, rows)
             is_target = torch.zeros(len(rows), num_items, dtype=torch.bool)
             is_target[target_rows, target_items] = True
             is_target[hist_rows, hist_items] = False  # a re-consumed history item cannot be retrieved
             yield rows, top_items, top_scores, is_target, is_target.sum(1).to(torch.float64)
+
+
+def top_ranked(scores: torch.Tensor, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `depth` (scores, items) of each row ranked by score, equal scores by lower item id:
+    exactly the first `depth` of a stable descending sort, at the cost of a top-k. The top-k's items
+    are put in id order, then stably by score; a row where equal scores straddle the cut (more
+    than `depth` items score at least the depth-th value) takes the full stable sort instead."""
+    values, items = torch.topk(scores, depth, dim=1, sorted=False)
+    straddled = (scores >= values.min(1, keepdim=True).values).sum(1) != depth
+    items, order = items.sort(dim=1)
+    values, order = values.gather(1, order).sort(dim=1, descending=True, stable=True)
+    items = items.gather(1, order)
+    if straddled.any():
+        rows = straddled.nonzero().squeeze(1)
+        full_values, full_items = torch.sort(scores[rows], dim=1, descending=True, stable=True)
+        values[rows], items[rows] = full_values[:, :depth], full_items[:, :depth]
+    return values, items
 
 
 def _user_values(top_items, is_target, n_targets, ks, discounts, ideal) -> dict[str, torch.Tensor]:
