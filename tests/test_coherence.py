@@ -25,3 +25,13 @@ def test_grouping_by_label_beats_random_and_random_matches_baseline():
 
 def test_singletons_have_no_pairs():
     assert coherence([[[1], [2]]], LABELS)["pairs"] == 0
+
+
+def test_a_capped_diagnostic_reads_a_seeded_sample_and_is_unchanged_under_the_cap():
+    groupings = [[[1, 2], [3, 4, 5]], [[1, 3], [2, 6]], [[4, 5, 6]], [[1, 2, 6]], [[3], [4]]] * 40
+    whole = coherence(groupings, LABELS, draws=3, seed=1)
+    assert coherence(groupings, LABELS, draws=3, seed=1, max_users=200) == whole  # 200 histories: no sample
+    sampled = coherence(groupings, LABELS, draws=3, seed=1, max_users=50)
+    assert sampled["users"] == 50 and sampled["sampled_from"] == 200
+    assert sampled == coherence(groupings, LABELS, draws=3, seed=1, max_users=50)  # seeded
+    assert sampled["coherence"] == pytest.approx(whole["coherence"], abs=0.15)

@@ -41,8 +41,14 @@ def _pair_stats(clusters: list[list[int]], labels: dict[int, frozenset]) -> tupl
 
 
 def coherence(groupings: list[list[list[int]]], labels: dict[int, frozenset], draws: int = 20,
-              seed: int = 0) -> dict[str, float]:
-    """`groupings[u]` is user u's clusters (lists of item ids); returns coherence, random baseline, pairs."""
+              seed: int = 0, max_users: int | None = None) -> dict[str, float]:
+    """`groupings[u]` is user u's clusters (lists of item ids); returns coherence, random baseline,
+    pairs and users. Over `max_users` groupings, a seeded sample of that many is read (in their
+    order; `sampled_from` then says of how many)."""
+    sampled_from = None
+    if max_users is not None and len(groupings) > max_users:
+        keep = np.sort(np.random.default_rng([seed, max_users]).choice(len(groupings), max_users, replace=False))
+        sampled_from, groupings = len(groupings), [groupings[i] for i in keep]
     rng = np.random.default_rng(seed)
     shared = total = 0
     random_shared = random_total = 0
@@ -54,4 +60,4 @@ def coherence(groupings: list[list[list[int]]], labels: dict[int, frozenset], dr
             random_shared, random_total = random_shared + s, random_total + t
     return {"coherence": shared / total if total else float("nan"),
             "random_baseline": random_shared / random_total if random_total else float("nan"),
-            "pairs": total, "users": len(groupings)}
+            "pairs": total, "users": len(groupings), **({"sampled_from": sampled_from} if sampled_from else {})}
