@@ -26,6 +26,7 @@ the history part, dense ids) are `test_recommendations`, written by the evaluate
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,10 @@ SCHEMA_VERSION = 1  # bump on any change of the tables above (columns, types or 
 
 
 def export(run: Run) -> None:
-    with run.stage("export") as info:
+    """Streams: `export.chunk_users` users at a time are scored and appended to each table (one
+    Parquet row group per chunk), so the driver holds one chunk's lists and vectors, never every
+    user's (at 1M users and top 50, one model's recommendations alone are 50M rows)."""
+    with run.stage("export") as info, ExitStack() as tables:
         data = load_protocol(run.root, run.config["split"]["history_fraction"])
         users, items = run.read_table("users"), run.read_table("items")
         user_source = users.set_index("user_id")["source_id"].astype(str)
@@ -52,7 +56,14 @@ def export(run: Run) -> None:
         all_histories = sequences_for(interactions, users["user_id"].to_numpy())
         all_sources = user_source.loc[all_histories.user_ids].to_numpy()
         top, batch = run.config["eval"]["top_k"], run.config["train"]["eval_batch_size"]
-        recommendations, embeddings, interests = [], [], []
+        chunk = run.config["export"]["chunk_users"]
+        writers = {}
+
+        def write(table: str, frame: pd.DataFrame) -> None:
+            if table not in writers:
+                writers[table] = tables.enter_context(run.table_writer(table))
+            writers[table].write(frame)
+
         unservable = {}
         for name in run.config["models"]:
             scorer = Scorer(name, data, run.root / "models" / name)
@@ -62,29 +73,28 @@ def export(run: Run) -> None:
                 unservable[name] = int((~servable).sum())
                 histories = sequences_for(interactions, all_histories.user_ids[servable])
                 sources = all_sources[servable]
-            ranking = top_k(scorer, histories, data.num_items, top, batch)
-            ranked = ranking.rows()
-            recommendations.append(pd.DataFrame({
-                "schema_version": SCHEMA_VERSION, "model": name, "user_source_id": np.repeat(sources, top),
-                "rank": ranked["rank"], "item_source_id": item_source[ranked["item_id"].to_numpy()],
-                "score": ranked["score"].to_numpy(np.float32)}))
             vectors = scorer.item_vectors()
-            if vectors is None:
-                continue
-            embeddings.append(pd.DataFrame({"schema_version": SCHEMA_VERSION, "model": name,
-                                            "item_source_id": item_source[:len(vectors)],
-                                            "embedding": list(vectors.astype(np.float32))}))
-            user_vectors = scorer.interests(histories)  # [U, K, d]
-            n_users, k, _ = user_vectors.shape
-            interests.append(pd.DataFrame({
-                "schema_version": SCHEMA_VERSION, "model": name, "user_source_id": np.repeat(sources, k),
-                "interest": np.tile(np.arange(k), n_users),
-                "vector": list(user_vectors.reshape(n_users * k, -1).astype(np.float32))}))
-        rows = {"recommendations": run.write_table("recommendations", pd.concat(recommendations))}
-        if embeddings:
-            rows["item_embeddings"] = run.write_table("item_embeddings", pd.concat(embeddings))
-            rows["user_interests"] = run.write_table("user_interests", pd.concat(interests))
-        info["rows"] = rows
+            if vectors is not None:
+                write("item_embeddings", pd.DataFrame({"schema_version": SCHEMA_VERSION, "model": name,
+                                                       "item_source_id": item_source[:len(vectors)],
+                                                       "embedding": list(vectors.astype(np.float32))}))
+            for start in range(0, len(histories), chunk):
+                part, part_sources = histories.slice(start, min(start + chunk, len(histories))), sources[start:start + chunk]
+                ranked = top_k(scorer, part, data.num_items, top, batch).rows()
+                write("recommendations", pd.DataFrame({
+                    "schema_version": SCHEMA_VERSION, "model": name, "user_source_id": np.repeat(part_sources, top),
+                    "rank": ranked["rank"], "item_source_id": item_source[ranked["item_id"].to_numpy()],
+                    "score": ranked["score"].to_numpy(np.float32)}))
+                if vectors is None:
+                    continue
+                user_vectors = scorer.interests(part)  # [U, K, d]
+                n_users, k, _ = user_vectors.shape
+                write("user_interests", pd.DataFrame({
+                    "schema_version": SCHEMA_VERSION, "model": name, "user_source_id": np.repeat(part_sources, k),
+                    "interest": np.tile(np.arange(k), n_users),
+                    "vector": list(user_vectors.reshape(n_users * k, -1).astype(np.float32))}))
+            log.info("export: %s, %d users", name, len(histories))
+        info["rows"] = {table: writer.rows for table, writer in writers.items()}
         info["users"] = len(all_sources)
         info["users_without_a_model_embedding"] = unservable  # graph models: users too short to split
         info["schema_version"] = SCHEMA_VERSION

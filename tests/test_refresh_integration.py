@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -85,6 +86,22 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     for (metric, k), value in GOLDEN_POPULARITY_TEST.items():
         got = popularity[(popularity["metric"] == metric) & (popularity["k"] == k)]["value"].item()
         assert got == pytest.approx(value, abs=1e-6), (metric, k)
+
+    # the export streams users in chunks: 10 chunks of 100 users write the same tables as one of 943
+    from jobs.export import export
+    from rec_core.run.directory import Run
+
+    written = {name: pq.read_table(root / name).to_pandas() for name in ("recommendations", "user_interests")}
+    chunked = Run(load_config(None, [f"output_dir={tmp_path}", "run_id=chunked", f"data.data_dir={data_dir}", *QUICK,
+                                     "export.chunk_users=100"]))
+    for table in ("items", "users", "interactions", "user_splits", "models"):
+        (chunked.root / table).symlink_to(root / table)
+    export(chunked)
+    assert chunked.manifest["stages"]["export"]["rows"]["recommendations"] == len(written["recommendations"])
+    for name, frame in written.items():
+        assert pq.ParquetFile(chunked.root / name / "part-0.parquet").num_row_groups > 10
+        pd.testing.assert_frame_equal(pq.read_table(chunked.root / name).to_pandas(), frame)
+    chunked.release()
 
     finished = {s: stages[s]["finished"] for s in stages}
     refresh(load_config(None, [f"output_dir={tmp_path}", "run_id=it", f"data.data_dir={data_dir}", *QUICK]))

@@ -135,3 +135,25 @@ def test_a_retrained_model_reruns_the_stages_that_read_it_but_not_the_other_mode
     fake_stage(run, "train:a", "weights_a", pd.DataFrame({"w": [2.0]}))  # a retrained with new weights
     assert run.stage_done("train:b") and run.stage_done("ingest")
     assert not run.stage_done("evaluate") and not run.stage_done("train:b+student+distill")
+
+
+def test_a_table_written_in_parts_is_one_checksummed_file_and_nothing_when_it_fails(tmp_path):
+    import pyarrow.parquet as pq
+
+    run = open_run(tmp_path)
+    with run.stage("export"):
+        with run.table_writer("recommendations") as writer:
+            writer.write(pd.DataFrame({"user": ["a", "b"], "score": [0.5, 0.25]}))
+            writer.write(pd.DataFrame({"user": [], "score": []}))  # an empty part adds nothing
+            writer.write(pd.DataFrame({"user": ["c"], "score": [0.125]}))
+            assert not (run.root / "recommendations" / "part-0.parquet").exists()  # appears when complete
+        assert writer.rows == 3
+    assert pq.ParquetFile(run.root / "recommendations" / "part-0.parquet").num_row_groups == 2
+    assert run.read_table("recommendations").to_dict("list") == {"user": ["a", "b", "c"], "score": [0.5, 0.25, 0.125]}
+    assert run.manifest["stages"]["export"]["outputs"] == ["recommendations/part-0.parquet"]
+
+    with pytest.raises(RuntimeError), run.stage("export2"), run.table_writer("user_interests") as writer:
+        writer.write(pd.DataFrame({"user": ["a"]}))
+        raise RuntimeError("scoring failed")
+    assert list((run.root / "user_interests").iterdir()) == []  # no table, no temporary file left
+    assert "user_interests/part-0.parquet" not in run.manifest["outputs"]

@@ -69,6 +69,12 @@ class Sequences:
     def sequence(self, index: int) -> np.ndarray:
         return self.items[self.offsets[index]: self.offsets[index + 1]]
 
+    def slice(self, start: int, stop: int) -> "Sequences":
+        """Users start..stop-1 as their own CSR set (views, no copy of the items)."""
+        first, last = self.offsets[start], self.offsets[stop]
+        return Sequences(self.user_ids[start:stop], self.offsets[start:stop + 1] - first, self.items[first:last],
+                         None if self.times is None else self.times[first:last])
+
 
 def sequences_for(interactions: pd.DataFrame, user_ids: np.ndarray) -> Sequences:
     """Chronological sequences of the given users (interactions must be sorted by user, ts)."""

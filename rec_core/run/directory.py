@@ -224,6 +224,26 @@ class Run:
         self.register_output(f"{name}/{TABLE_FILE}")
         return len(frame)
 
+    @contextmanager
+    def table_writer(self, name: str):
+        """A table too large to hold whole in memory, written in parts: yields a TableWriter whose
+        `write(frame)` appends a row group to <run>/<name>/part-0.parquet. The file appears
+        (atomically: temp file, then rename) and its checksum is registered when the block ends
+        without an error; an error leaves no table behind."""
+        folder = self.table_path(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / TABLE_FILE
+        writer = TableWriter(unique_temporary(target))
+        try:
+            yield writer
+            writer.close()
+        except BaseException:
+            writer.close()
+            writer.path.unlink(missing_ok=True)
+            raise
+        os.replace(writer.path, target)
+        self.register_output(f"{name}/{TABLE_FILE}")
+
     def register_output(self, relative: str) -> None:
         """Record the checksum of file <run>/<relative>, written by the stage now running."""
         path = self.root / relative
@@ -306,6 +326,29 @@ class Run:
         temporary = unique_temporary(self.manifest_path)
         temporary.write_text(json.dumps(self.manifest, indent=2, default=str))
         os.replace(temporary, self.manifest_path)
+
+
+class TableWriter:
+    """Appends frames of one schema (the first frame's) to a Parquet file, one row group each."""
+
+    def __init__(self, path: Path):
+        self.path, self.rows, self._writer = path, 0, None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if not len(frame):
+            return
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema)
+        self._writer.write_table(table.cast(self._writer.schema))
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        if self._writer is None:  # nothing written: an empty table of no columns
+            pq.write_table(pa.table({}), self.path)
+        else:
+            self._writer.close()
+        self._writer = None
 
 
 def read_run_table(root: Path, name: str, manifest: dict | None = None) -> pd.DataFrame:
