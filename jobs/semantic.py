@@ -61,9 +61,12 @@ def select_users(user_splits: pd.DataFrame, max_users: int, selection_seed: int)
 
 
 def recent_items(interactions: pd.DataFrame, users: np.ndarray, max_items: int) -> dict[int, list[int]]:
+    """user -> its latest `max_items` items, in the order of `interactions` (by time: ingest sorts them)."""
     frame = interactions[interactions["user_id"].isin(users)]
-    return {int(user): group["item_id"].to_numpy()[-max_items:].tolist()
-            for user, group in frame.groupby("user_id", sort=True)}
+    latest = frame[frame.groupby("user_id", sort=False).cumcount(ascending=False) < max_items]
+    latest = latest.sort_values("user_id", kind="stable")  # each user's rows together, in their order
+    ids, starts = np.unique(latest["user_id"].to_numpy(), return_index=True)
+    return dict(zip(ids.tolist(), (part.tolist() for part in np.split(latest["item_id"].to_numpy(), starts[1:]))))
 
 
 def user_prompt(item_texts: list[str]) -> str:
@@ -80,19 +83,64 @@ def row_schema(n_items: int, max_clusters: int) -> str:
     return json.dumps(schema)
 
 
+def encoder_rows(grouping, histories) -> list[dict]:
+    """The table rows of (history id, item ids) pairs grouped by a fitted EncoderGrouping."""
+    rows = []
+    for user, item_ids in histories:
+        names, clusters = grouping.group(item_ids)
+        rows += [{"user_id": int(user), "cluster": j, "name": name, "item_ids": members, "status": OK,
+                  "backend": "encoder", "cache_key": "", "detail": ""}
+                 for j, (name, members) in enumerate(zip(names, clusters))]
+    return rows
+
+
+class EncoderGroupingActor:
+    """A Ray Data actor of the distributed encoder grouping: the fitted grouping (item vectors,
+    labels, titles: catalogue-sized, not user-sized) arrives once, when the actor is built."""
+
+    def __init__(self, grouping):
+        self.grouping = grouping
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(encoder_rows(self.grouping, zip(batch["user_id"], batch["item_ids"])),
+                            columns=ROW_COLUMNS)
+
+
+ROW_COLUMNS = ["user_id", "cluster", "name", "item_ids", "status", "backend", "cache_key", "detail"]
+
+
 def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], config: dict):
+    """The catalogue's texts are embedded once in this process (through the shared embedding cache:
+    their number grows with the catalogue, not the users). The per-history clustering is user-sized
+    work: from `semantic.distributed_min_histories` histories on it runs on Ray Data, batches of
+    histories over `semantic.grouping_workers` actors that each receive the fitted grouping once;
+    below that, Ray's start-up and transfers would cost more than the work, so it runs here. Both
+    write the same rows (the same function groups them)."""
     from rec_core.interests.grouping import EncoderGrouping
 
     semantic = config["semantic"]
     grouping = EncoderGrouping(semantic["encoder_model"], semantic["max_clusters"], semantic["merge_threshold"],
                                text_cache_folder(config)).fit(items)
-    rows = []
-    for user, item_ids in histories.items():
-        names, clusters = grouping.group(item_ids)
-        rows += [{"user_id": user, "cluster": j, "name": name, "item_ids": members, "status": OK,
-                  "backend": "encoder", "cache_key": "", "detail": ""}
-                 for j, (name, members) in enumerate(zip(names, clusters))]
-    return rows, {"encoder_model": grouping.model_id_}
+    extra = {"encoder_model": grouping.model_id_}
+    if len(histories) < semantic["distributed_min_histories"]:
+        return pd.DataFrame(encoder_rows(grouping, histories.items()), columns=ROW_COLUMNS), extra
+    return group_on_ray(grouping, histories, semantic["grouping_workers"]), {**extra, "distributed": True}
+
+
+def group_on_ray(grouping, histories: dict[int, list[int]], workers: int, batch_size: int = 4096) -> pd.DataFrame:
+    import ray
+
+    from jobs.train import init_ray
+
+    init_ray()
+    frame = pd.DataFrame({"user_id": list(histories), "item_ids": list(histories.values())})
+    blocks = [frame.iloc[start:start + batch_size] for start in range(0, len(frame), batch_size)]
+    grouped = ray.data.from_pandas(blocks).map_batches(
+        EncoderGroupingActor, fn_constructor_kwargs={"grouping": grouping}, batch_size=batch_size,
+        batch_format="pandas", concurrency=workers, num_cpus=1)
+    rows = grouped.to_pandas()
+    rows["item_ids"] = rows["item_ids"].map(list)
+    return rows
 
 
 def cluster_requests(items: pd.DataFrame, histories: dict[int, list[int]], max_clusters: int) -> pd.DataFrame:
@@ -166,8 +214,12 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         info["users"] = dict(Counter(per_user))
         info["clusters_per_user"] = round(float(grouped.groupby(id_column).size().mean()), 3) if len(grouped) else 0.0
         labels = {int(i): frozenset(l) for i, l in zip(items["item_id"], items["labels"])}
-        groupings = [g["item_ids"].map(list).tolist() for _, g in grouped.groupby(id_column)]
-        info["coherence"] = coherence(groupings, labels, seed=config["seed"])
+        ids = grouped[id_column].to_numpy()  # sorted by id and cluster above
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
+        clusters = [list(items) for items in grouped["item_ids"]]
+        groupings = [clusters[a:b] for a, b in zip(starts, np.r_[starts[1:], len(ids)])]
+        info["coherence"] = coherence(groupings, labels, seed=config["seed"],
+                                      max_users=config["semantic"]["coherence_users"])
         log.info("%s: %s %s, %.2f clusters each, coherence %.3f vs random %.3f", stage, id_column, info["users"],
                  info["clusters_per_user"], info["coherence"]["coherence"], info["coherence"]["random_baseline"])
     return table

@@ -2,6 +2,7 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from rec_core.interests.grouping import agglomerate
 
@@ -84,3 +85,33 @@ def test_user_budget_picks_the_same_users_whatever_the_split():
     assert list(select_users(split_a, 30, selection_seed=0)) == list(chosen_a)
     assert set(select_users(split_a, 30, selection_seed=1)) != set(chosen_a)
     assert len(select_users(split_a, 0, selection_seed=0)) == 160
+
+
+@pytest.mark.integration
+def test_the_distributed_grouping_writes_the_rows_of_the_in_process_one(local_ray, data_dir, tmp_path):
+    """Real Ray Data actors over ML-100K's 943 users (batches of 100, 2 actors) against the driver."""
+    from jobs.semantic import encoder_rows, group_on_ray, recent_items
+    from rec_core.data.datasets import load_dataset
+    from rec_core.interests.grouping import EncoderGrouping
+
+    tables = load_dataset("movielens-100k", data_dir)
+    histories = recent_items(tables.interactions, tables.users["user_id"].to_numpy(), 15)
+    grouping = EncoderGrouping(cache_dir=str(tmp_path)).fit(tables.items)
+    here = pd.DataFrame(encoder_rows(grouping, histories.items()))
+    distributed = group_on_ray(grouping, histories, workers=2, batch_size=100)
+    key = ["user_id", "cluster"]
+    distributed = distributed.sort_values(key, ignore_index=True)
+    assert len(here) > 2 * len(histories)
+    pd.testing.assert_frame_equal(distributed[here.columns], here.sort_values(key, ignore_index=True),
+                                  check_dtype=False)
+
+
+def test_recent_items_are_each_users_latest_in_order_also_when_rows_interleave():
+    from jobs.semantic import recent_items
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"user_id": rng.integers(0, 50, 2000), "item_id": rng.integers(0, 300, 2000)})
+    users = np.arange(0, 50, 3)
+    expected = {int(u): g["item_id"].to_numpy()[-7:].tolist() for u, g in frame[frame["user_id"].isin(users)]
+                .groupby("user_id", sort=True)}
+    assert recent_items(frame, users, 7) == expected and list(recent_items(frame, users, 7)) == list(expected)
