@@ -138,9 +138,8 @@ def group_on_ray(grouping, histories: dict[int, list[int]], workers: int, batch_
     grouped = ray.data.from_pandas(blocks).map_batches(
         EncoderGroupingActor, fn_constructor_kwargs={"grouping": grouping}, batch_size=batch_size,
         batch_format="pandas", concurrency=workers, num_cpus=1)
-    rows = grouped.to_pandas()
-    rows["item_ids"] = rows["item_ids"].map(list)
-    return rows
+    rows = grouped.to_pandas()  # Arrow-backed columns: back to the plain ones the driver's rows have
+    return pd.DataFrame({column: rows[column].to_list() for column in ROW_COLUMNS})
 
 
 def cluster_requests(items: pd.DataFrame, histories: dict[int, list[int]], max_clusters: int) -> pd.DataFrame:

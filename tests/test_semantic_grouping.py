@@ -102,8 +102,15 @@ def test_the_distributed_grouping_writes_the_rows_of_the_in_process_one(local_ra
     key = ["user_id", "cluster"]
     distributed = distributed.sort_values(key, ignore_index=True)
     assert len(here) > 2 * len(histories)
-    pd.testing.assert_frame_equal(distributed[here.columns], here.sort_values(key, ignore_index=True),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(distributed, here.sort_values(key, ignore_index=True))
+    # plain columns, as the driver's: the table reads back as the training workers read it
+    assert isinstance(distributed["item_ids"].iloc[0], list)
+    from rec_core.train.ray_train import load_clusters
+
+    (tmp_path / "user_semantic_clusters").mkdir()
+    distributed.to_parquet(tmp_path / "user_semantic_clusters" / "part-0.parquet")
+    assert load_clusters(tmp_path)[int(here["user_id"].iloc[0])] == [list(c) for c in here["item_ids"][
+        here["user_id"] == here["user_id"].iloc[0]]]
 
 
 def test_recent_items_are_each_users_latest_in_order_also_when_rows_interleave():
