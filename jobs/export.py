@@ -87,7 +87,7 @@ def export(run: Run) -> None:
                     "score": ranked["score"].to_numpy(np.float32)}))
                 if vectors is None:
                     continue
-                user_vectors = scorer.interests(part)  # [U, K, d]
+                user_vectors = scorer.interests(part, batch)  # [U, K, d]
                 n_users, k, _ = user_vectors.shape
                 write("user_interests", pd.DataFrame({
                     "schema_version": SCHEMA_VERSION, "model": name, "user_source_id": np.repeat(part_sources, k),

@@ -287,7 +287,7 @@ class EvalConfig(Section):
 
 
 class ExportConfig(Section):
-    chunk_users: int = Field(65536, ge=1, description="users scored and written per part of the export's "
+    chunk_users: int = Field(16384, ge=1, description="users scored and written per part of the export's "
                                                       "tables: bounds the driver's memory, not the result")
 
 

@@ -66,13 +66,18 @@ class Scorer:
         return None if self.model is None else self.model.item_vectors().detach().numpy()
 
     @torch.no_grad()
-    def interests(self, histories: Sequences) -> np.ndarray | None:
-        """[U, K, d] interest vectors of every user of `histories`."""
+    def interests(self, histories: Sequences, batch_size: int | None = None) -> np.ndarray | None:
+        """[U, K, d] interest vectors of every user of `histories`, `batch_size` users per forward pass
+        (None: all in one; the export batches: the extractor's activations of 65k users at once took
+        gigabytes)."""
         if self.model is None:
             return None
         if isinstance(self.model, LightGCN):
             return self.model.user_interests(histories.user_ids).numpy()
-        rows = np.arange(len(histories))
-        items, mask = pad_histories(histories.items, histories.offsets[rows], histories.offsets[rows + 1],
-                                    self.max_history, self.num_items)
-        return self.model.interests(items, mask).numpy()
+        parts, step = [], batch_size or max(len(histories), 1)
+        for start in range(0, len(histories), step):
+            rows = np.arange(start, min(start + step, len(histories)))
+            items, mask = pad_histories(histories.items, histories.offsets[rows], histories.offsets[rows + 1],
+                                        self.max_history, self.num_items)
+            parts.append(self.model.interests(items, mask).numpy())
+        return np.concatenate(parts) if parts else np.zeros((0, 0, 0), np.float32)
