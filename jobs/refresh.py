@@ -8,7 +8,7 @@ graph-hop descriptions (GaCLLM) when one has "+desc"; the distillation of sessio
 run, then <output_dir>/latest; exit code 3 when refused) when `publish.enabled`. Session data sets (session_splits) are trained and
 evaluated on the session protocol (configs/sessions-hetrec-ml.yaml; `python -m jobs.distill`).
 
-    python -m jobs.refresh                                  # ML-100K, all models, local Ray
+    python -m jobs.refresh                                  # ML-100K, the default models, local Ray
     python -m jobs.refresh --config configs/amazon-beauty.yaml run_id=beauty-1
     ray job submit --working-dir . -- python -m jobs.refresh output_dir=/shared/runs   # a night: a new run
 
