@@ -215,7 +215,7 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         labels = {int(i): frozenset(l) for i, l in zip(items["item_id"], items["labels"])}
         ids = grouped[id_column].to_numpy()  # sorted by id and cluster above
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
-        clusters = [list(items) for items in grouped["item_ids"]]
+        clusters = [list(members) for members in grouped["item_ids"]]
         groupings = [clusters[a:b] for a, b in zip(starts, np.r_[starts[1:], len(ids)])]
         info["coherence"] = coherence(groupings, labels, seed=config["seed"],
                                       max_users=config["semantic"]["coherence_users"])

@@ -288,3 +288,9 @@ def test_generic_tables_are_the_same_through_either_reader(tmp_path, monkeypatch
     for name in ("items", "users", "interactions"):
         pd.testing.assert_frame_equal(getattr(fast, name), getattr(slow, name))
     assert fast.skips == slow.skips
+
+
+def test_an_interaction_file_with_only_its_header_is_named(tmp_path):
+    folder = write_generic(tmp_path, [], ITEMS)
+    with pytest.raises(DataError, match="no interactions left"):
+        load_dataset("generic", path=str(folder))

@@ -167,7 +167,7 @@ def _assemble(item_rows: list[tuple[str, str, str]], events, source_name: str, u
 
     frame = events if isinstance(events, pd.DataFrame) else pd.DataFrame(events, columns=EVENT_COLUMNS)
     item_codes, item_sources = pd.factorize(frame["item_source"])
-    known = pd.Series(np.asarray(item_sources, dtype=object)).map(item_index).to_numpy()[item_codes]
+    known = pd.Series(np.asarray(item_sources, dtype=object)).map(item_index).to_numpy(np.float64)[item_codes]
     missing = np.isnan(known)
     if missing.any():
         examples = frame.loc[missing, "item_source"].head(5).tolist()
