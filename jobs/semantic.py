@@ -35,6 +35,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from rec_core.data.splits import recent_items
 from rec_core.interests.coherence import coherence
 from rec_core.llm.cluster_output import CLUSTER_SCHEMA, FAILED, OK, ClusterResult, validate_clusters
 from rec_core.run.cli import main_guard
@@ -58,15 +59,6 @@ def select_users(user_splits: pd.DataFrame, max_users: int, selection_seed: int)
         rank = [hashlib.sha256(f"{selection_seed}:{int(user)}".encode()).hexdigest() for user in users]
         users = np.sort(users[np.argsort(rank, kind="stable")[:max_users]])
     return users
-
-
-def recent_items(interactions: pd.DataFrame, users: np.ndarray, max_items: int) -> dict[int, list[int]]:
-    """user -> its latest `max_items` items, in the order of `interactions` (by time: ingest sorts them)."""
-    frame = interactions[interactions["user_id"].isin(users)]
-    latest = frame[frame.groupby("user_id", sort=False).cumcount(ascending=False) < max_items]
-    latest = latest.sort_values("user_id", kind="stable")  # each user's rows together, in their order
-    ids, starts = np.unique(latest["user_id"].to_numpy(), return_index=True)
-    return dict(zip(ids.tolist(), (part.tolist() for part in np.split(latest["item_id"].to_numpy(), starts[1:]))))
 
 
 def user_prompt(item_texts: list[str]) -> str:

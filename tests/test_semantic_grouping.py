@@ -90,7 +90,8 @@ def test_user_budget_picks_the_same_users_whatever_the_split():
 @pytest.mark.integration
 def test_the_distributed_grouping_writes_the_rows_of_the_in_process_one(local_ray, data_dir, tmp_path):
     """Real Ray Data actors over ML-100K's 943 users (batches of 100, 2 actors) against the driver."""
-    from jobs.semantic import encoder_rows, group_on_ray, recent_items
+    from jobs.semantic import encoder_rows, group_on_ray
+    from rec_core.data.splits import recent_items
     from rec_core.data.datasets import load_dataset
     from rec_core.interests.grouping import EncoderGrouping
 
@@ -114,7 +115,7 @@ def test_the_distributed_grouping_writes_the_rows_of_the_in_process_one(local_ra
 
 
 def test_recent_items_are_each_users_latest_in_order_also_when_rows_interleave():
-    from jobs.semantic import recent_items
+    from rec_core.data.splits import recent_items
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"user_id": rng.integers(0, 50, 2000), "item_id": rng.integers(0, 300, 2000)})

@@ -54,7 +54,8 @@ import numpy as np
 import pandas as pd
 
 from jobs.benchmarks import add_data_arguments, ingested_run
-from jobs.semantic import cluster_requests, recent_items, select_users, semantic
+from jobs.semantic import cluster_requests, select_users, semantic
+from rec_core.data.splits import recent_items
 from rec_core.run.config import load_config
 from rec_core.run.directory import Run
 

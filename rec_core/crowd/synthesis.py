@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from rec_core.crowd.max_cover import Instance, MaxCoverSolver, Solution, SolverConfig, validate
+from rec_core.data.splits import recent_items
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,12 @@ def item_label_sets(items: pd.DataFrame) -> dict[int, tuple[str, ...]]:
 
 
 def population_label_shares(interactions: pd.DataFrame, labels: dict[int, tuple[str, ...]]) -> dict[str, float]:
-    counts = Counter(label for item in interactions["item_id"] for label in labels[int(item)])
+    """Each label's share of the label occurrences of all interactions (counted per item, then per label)."""
+    per_item = np.bincount(interactions["item_id"].to_numpy(np.int64))
+    counts = Counter()
+    for item in np.flatnonzero(per_item):
+        for label in labels[int(item)]:
+            counts[label] += int(per_item[item])
     total = sum(counts.values())
     return {label: count / total for label, count in counts.items()}
 
@@ -37,17 +43,17 @@ def build_instances(cliques: list[tuple[int, ...]], interactions: pd.DataFrame, 
                     weight_scale: int = 1000) -> list[Instance]:
     """interactions: user_id, item_id in time order (the training users')."""
     shares = population_label_shares(interactions, labels)
-    recent = {int(user): group["item_id"].to_numpy()[-member_items:]
-              for user, group in interactions.groupby("user_id", sort=False)}
+    members_of_any = np.unique(np.fromiter((m for members in cliques for m in members), dtype=np.int64))
+    recent = recent_items(interactions, members_of_any, member_items)
     instances = []
     for instance_id, members in enumerate(cliques):
         engaged: dict[int, list[int]] = {}  # item -> members who engaged with it
         for member in members:
-            for item in dict.fromkeys(recent[member].tolist()):
+            for item in dict.fromkeys(recent[member]):
                 engaged.setdefault(int(item), []).append(member)
         elements: dict[tuple, float] = {}
         for member in members:  # (member, label): the member's share of label occurrences
-            counts = Counter(label for item in dict.fromkeys(recent[member].tolist()) for label in labels[int(item)])
+            counts = Counter(label for item in dict.fromkeys(recent[member]) for label in labels[int(item)])
             total = sum(counts.values())
             elements.update({(member, label): count / total for label, count in counts.items()})
         for label in sorted({label for item in engaged for label in labels[item]}):  # no hash order

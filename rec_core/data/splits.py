@@ -163,6 +163,15 @@ def build_protocol(interactions: pd.DataFrame, user_splits: pd.DataFrame, num_it
     )
 
 
+def recent_items(interactions: pd.DataFrame, users: np.ndarray, max_items: int) -> dict[int, list[int]]:
+    """user -> its latest `max_items` items, in the order of `interactions` (by time: ingest sorts them)."""
+    frame = interactions[interactions["user_id"].isin(users)]
+    latest = frame[frame.groupby("user_id", sort=False).cumcount(ascending=False) < max_items]
+    latest = latest.sort_values("user_id", kind="stable")  # each user's rows together, in their order
+    ids, starts = np.unique(latest["user_id"].to_numpy(), return_index=True)
+    return dict(zip(ids.tolist(), (part.tolist() for part in np.split(latest["item_id"].to_numpy(), starts[1:]))))
+
+
 def split_sessions(sessions: pd.DataFrame, ratios=(0.6, 0.2, 0.2), seed: int = 2026,
                    max_prefix: int = 10) -> pd.DataFrame:
     """Table (session_id, split, prefix, target): last item is the target, prefix = last max_prefix before it.
