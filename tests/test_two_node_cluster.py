@@ -166,8 +166,9 @@ def test_refresh_job_submitted_to_two_node_cluster(data_dir, tmp_path):
 
 
 def test_the_node_of_the_llm_engine_killed_mid_stage_loses_nothing_and_resends_nothing(data_dir, tmp_path):
-    """The head has 1 CPU, so the engine actor (1 + 0.2 CPUs) can only run on the second node. That
-    node is SIGKILLed (raylet, engine and all) once the first answers are in the prompt cache; the
+    """The head has no CPU, so the engine actor and every task of the stage run on the second node
+    (with one CPU on the head, the engine's 1-CPU bundle could land there: seen once in CI, where the
+    kill then stopped nothing and all 24 answers arrived). That node is SIGKILLed (raylet, engine and all) once the first answers are in the prompt cache; the
     job, which then has no node for an engine, is stopped; a new second node joins and the rerun
     of the same run id sends exactly the prompts that had no cached answer (none twice) and groups
     every user."""
@@ -182,7 +183,7 @@ def test_the_node_of_the_llm_engine_killed_mid_stage_loses_nothing_and_resends_n
     overrides = [f"output_dir={output}", "run_id=node-lost", f"data.data_dir={data_dir}", "semantic.backend=llm",
                  f"semantic.max_users={users}", "semantic.max_items=8", "llm.max_tokens=160", "llm.batch_size=1",
                  "llm.cache_flush_rows=1"]
-    cluster = LocalCluster(tmp_path / "nodes.log")
+    cluster = LocalCluster(tmp_path / "nodes.log", head_cpus=0)
     try:
         second = cluster.add_node(cpus=2)
         env = {**cluster.env, "RAY_ADDRESS": cluster.address}
