@@ -57,7 +57,7 @@ from rec_core.session.teachers import (FAILED, HINT_LIST, HINTS_SYSTEM, OK, RANK
                                        list_quality, prompt_char_budget, ranking_prompt, ranking_schema, read_hints, text_rerank,
                                        validate_ranking)
 from rec_core.train.ray_train import is_session_run, load_protocol
-from rec_core.train.scoring import Scorer
+from rec_core.train.scoring import Scorer, item_counts
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class TeacherView:
     """What the conventional teacher says about every training session: difficulty and candidates."""
 
     def __init__(self, teacher: str, run: Run, data, pool):
-        scorer = Scorer(teacher, data, run.root / "models" / teacher)
+        scorer = Scorer(teacher, data.num_items, run.root / "models" / teacher,
+                        item_counts(data.train.items, data.num_items))
         distill = run.config["distill"]
         vectors = scorer.interests(pool.histories)[:, 0]
         self.difficulty = session_difficulty(vectors, scorer.item_vectors(), pool.histories.offsets,

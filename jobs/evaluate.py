@@ -10,44 +10,86 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from rec_core.eval.evaluator import top_k, user_metrics
+from jobs.train import init_ray
 from rec_core.eval.tables import wide_metrics
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
-from rec_core.train.ray_train import load_protocol
-from rec_core.train.scoring import Scorer
+from rec_core.train.shards import run_shards, shards, split_ids, train_item_counts
 
 log = logging.getLogger(__name__)
+
+SPLITS = ("valid", "test")
+METRIC_ORDER = ("recall", "ndcg", "hit_rate")
 
 
 def metrics_table(metrics: pd.DataFrame, split: str = "test") -> str:
     return wide_metrics(metrics, split).to_string(float_format=lambda v: f"{v:.4f}")
 
 
+def scorer_settings(run: Run) -> dict:
+    """ShardScorer's arguments for this run (rec_core.train.shards), shared by the evaluation and the export."""
+    num_items = pq.read_metadata(run.table_path("items") / "part-0.parquet").num_rows
+    return {"run_root": str(run.root), "models": list(run.config["models"]), "num_items": num_items,
+            "popularity_counts": train_item_counts(run.root, num_items),
+            "history_fraction": run.config["split"]["history_fraction"],
+            "batch_size": run.config["train"]["eval_batch_size"]}
+
+
+def score_shards(run: Run, settings: dict, tasks: list, users: int, what: str) -> list:
+    """The tasks on Ray actors (Ray joined or started here) from `scoring.distributed_min_users`
+    users on, else in this process (rec_core.train.shards.run_shards)."""
+    scoring = run.config["scoring"]
+    distributed = users >= scoring["distributed_min_users"]
+    if distributed:
+        init_ray()
+    return run_shards(settings, tasks, scoring["workers"], distributed, what)
+
+
+def mean_metrics(per_user: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """model, split, metric, k, value (the mean over users) and users, in model, split, k, metric order."""
+    grouped = per_user.groupby(["model", "split", "metric", "k"], sort=False)["value"]
+    metrics = grouped.mean().reset_index().assign(users=grouped.size().to_numpy())
+    order = (metrics["model"].map(models.index) * 10 + metrics["split"].map(SPLITS.index), metrics["k"],
+             metrics["metric"].map(METRIC_ORDER.index))
+    return metrics.assign(_model=order[0], _k=order[1], _metric=order[2]).sort_values(
+        ["_model", "_k", "_metric"], kind="stable").drop(columns=["_model", "_k", "_metric"]).reset_index(drop=True)
+
+
 def evaluate_run(run: Run) -> pd.DataFrame:
+    """Shards of the valid and test users are ranked by rec_core.train.shards (on Ray actors from
+    `scoring.distributed_min_users` evaluated users on); the means are taken over the per-user rows
+    as they were written, so they are those of one process."""
     with run.stage("evaluate") as info:
-        data = load_protocol(run.root, run.config["split"]["history_fraction"])
-        ks, batch = run.config["eval"]["ks"], run.config["train"]["eval_batch_size"]
-        per_user, test_lists = [], []
-        for name in run.config["models"]:
-            scorer = Scorer(name, data, run.root / "models" / name)
-            ranking = top_k(scorer, data.test.histories, data.num_items, run.config["eval"]["top_k"], batch)
-            test_lists.append(ranking.rows().assign(model=name)[["model", "user_id", "rank", "item_id", "score"]])
-            for split, eval_set in (("valid", data.valid), ("test", data.test)):
-                users = user_metrics(scorer, eval_set, data.num_items, ks=ks, batch_size=batch)
-                per_user.append(users.assign(model=name, split=split))
-                figures = users.groupby(["metric", "k"])["value"].mean()
-                k = max(ks)
-                log.info("%s %s: recall@%d %.4f ndcg@%d %.4f (%d users)", name, split, k,
-                         figures.get(("recall", k), float("nan")), k, figures.get(("ndcg", k), float("nan")),
-                         users["user_id"].nunique())
-        per_user = pd.concat(per_user, ignore_index=True)[["model", "split", "user_id", "metric", "k", "value"]]
-        metrics = per_user.groupby(["model", "split", "metric", "k"], sort=False)["value"].mean().reset_index()
-        info["rows"] = {"user_metrics": run.write_table("user_metrics", per_user),
+        models, settings = list(run.config["models"]), scorer_settings(run)
+        ks, batch, scoring = run.config["eval"]["ks"], settings["batch_size"], run.config["scoring"]
+        size = max(batch, scoring["shard_users"] // batch * batch)  # whole batches: one process's batches
+        ids = split_ids(run.root)
+        with run.sharded_table("user_metrics") as metric_folder, \
+                run.sharded_table("test_recommendations") as list_folder:
+            folders = {"user_metrics": str(metric_folder), "test_recommendations": str(list_folder)}
+            tasks = [("evaluate", (split, f"{split}-{index:05d}", part, ks, run.config["eval"]["top_k"], folders))
+                     for split in SPLITS for index, part in enumerate(shards(ids[split], size))]
+            evaluated = sum(len(ids[split]) for split in SPLITS)
+            written = score_shards(run, settings, tasks, evaluated, "evaluate")
+        per_user = run.read_table("user_metrics")
+        metrics = mean_metrics(per_user, models)
+        del per_user
+        k = max(ks)
+        for (name, split), figures in metrics[metrics["k"] == k].groupby(["model", "split"], sort=False):
+            value = figures.set_index("metric")["value"]
+            log.info("%s %s: recall@%d %.4f ndcg@%d %.4f (%d users)", name, split, k, value.get("recall", float("nan")),
+                     k, value.get("ndcg", float("nan")), figures["users"].iloc[0])
+        empty = [f"{name} {split}" for name in models for split in SPLITS
+                 if not ((metrics["model"] == name) & (metrics["split"] == split)).any()]
+        if empty:
+            raise ValueError(f"no user with a retrievable target to evaluate ({', '.join(empty)})")
+        metrics = metrics.drop(columns="users")
+        info["rows"] = {"user_metrics": sum(part["user_metrics"] for part in written),
                         "metrics": run.write_table("metrics", metrics),
-                        "test_recommendations": run.write_table("test_recommendations", pd.concat(test_lists))}
-    print(f"\nTest metrics ({run.config['data']['dataset']}, {len(data.test.user_ids)} test users):")
+                        "test_recommendations": sum(part.get("test_recommendations", 0) for part in written)}
+    print(f"\nTest metrics ({run.config['data']['dataset']}, {len(ids['test'])} test users):")
     print(metrics_table(metrics), flush=True)
     return metrics
 

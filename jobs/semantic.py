@@ -53,6 +53,9 @@ SYSTEM_PROMPT = (
 )
 
 
+ROW_COLUMNS = ["user_id", "cluster", "name", "item_ids", "status", "backend", "cache_key", "detail"]
+
+
 def select_users(user_splits: pd.DataFrame, max_users: int, selection_seed: int) -> np.ndarray:
     users = np.sort(user_splits.loc[user_splits["split"] == "train", "user_id"].to_numpy())
     if max_users and max_users < len(users):
@@ -96,9 +99,6 @@ class EncoderGroupingActor:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(encoder_rows(self.grouping, zip(batch["user_id"], batch["item_ids"])),
                             columns=ROW_COLUMNS)
-
-
-ROW_COLUMNS = ["user_id", "cluster", "name", "item_ids", "status", "backend", "cache_key", "detail"]
 
 
 def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], config: dict):

@@ -74,3 +74,35 @@ def test_a_part_from_before_checksummed_names_is_read(tmp_path):
     old = rows(["a"]).assign(created="2026-11-01T00:00:00+00:00")
     pq.write_table(pa.Table.from_pandas(old, preserve_index=False), folder / "part-20261101000000-abcd1234.parquet")
     assert PromptCache(folder).lookup([prompt_key("m", PARAMS, "a")])["output"].tolist() == ["answer to a"]
+
+
+def test_compaction_merges_small_parts_keeps_the_newest_answer_and_every_key(tmp_path):
+    import pyarrow as pa
+
+    from rec_core.storage.part_files import write_part
+
+    folder = tmp_path / "cache"
+    cache = PromptCache(folder)
+    for second in range(10):  # parts of 3 answers, stamped 2 s apart; "p0" is answered in every one
+        frame = rows([f"p{second}-{i}" for i in range(2)] + ["p0"]).assign(output=f"answer of part {second}")
+        frame["created"] = "then"
+        write_part(folder, pa.Table.from_pandas(frame, preserve_index=False), stamp=f"202601010000{2 * second:02d}")
+    big = rows([f"big-{i}" for i in range(8)]).assign(created="then")
+    write_part(folder, pa.Table.from_pandas(big, preserve_index=False), stamp="20260101000009")  # after part 4
+    keys = [prompt_key("m", PARAMS, p) for p in ["p0"] + [f"p{s}-{i}" for s in range(10) for i in range(2)]
+            + [f"big-{i}" for i in range(8)]]
+    before = cache.lookup(keys).set_index("key").sort_index()
+    assert before.loc[keys[0], "output"] == "answer of part 9" and len(before) == len(keys)
+
+    assert cache.compact(max_parts=11, part_rows=7) == 0  # 11 parts: not more than the limit
+    removed = cache.compact(max_parts=4, part_rows=7)
+    after = PromptCache(folder)
+    # parts 0-1 and 2-3 merge (6 rows each, 7 would overflow), 4 alone before the big part, which stays,
+    # then 5-6, 7-8, and 9 alone
+    assert removed == 8 and len(after.parts()) == 11 - 8 + 4
+    assert any(part.name.startswith("part-20260101000009-") and pa.parquet.read_table(part).num_rows == 8
+               for part in after.parts())
+    merged = after.lookup(keys).set_index("key").sort_index()
+    pd.testing.assert_frame_equal(merged, before)
+    assert len(after) == len(keys) + 5  # "p0" once in each of the 6 small parts left, not 10 times
+    assert not list(folder.glob(".*.tmp"))

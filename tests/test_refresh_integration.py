@@ -13,7 +13,7 @@ from rec_core.train.ray_train import fit_with_ray_train
 pytestmark = pytest.mark.integration
 
 QUICK = ["train.epochs=1", "train.max_samples_per_epoch=3000", "train.cpus_per_worker=1",
-         "train.embedding_dim=16", "eval.top_k=20"]
+         "train.embedding_dim=16", "eval.top_k=20", "train.eval_batch_size=32"]
 
 # Popularity under the ComiRec protocol on ML-100K with split seed 2026 depends only on the split:
 # golden figures that pin loader, split and evaluator together. Computed by this code and, the same
@@ -87,20 +87,33 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
         got = popularity[(popularity["metric"] == metric) & (popularity["k"] == k)]["value"].item()
         assert got == pytest.approx(value, abs=1e-6), (metric, k)
 
-    # the export streams users in chunks: 10 chunks of 100 users write the same tables as one of 943
+    # sharded scoring on Ray actors (every model loaded once per actor, each shard's part written by
+    # its actor) writes what one process wrote: the evaluation's shards of 64 users are whole
+    # batches of 32, so even the float sums match; the export's 15 shards of 64 users give the rows
+    from jobs.evaluate import evaluate_run
     from jobs.export import export
     from rec_core.run.directory import Run
 
-    written = {name: pq.read_table(root / name).to_pandas() for name in ("recommendations", "user_interests")}
+    tables = ("recommendations", "user_interests", "item_embeddings", "user_metrics", "test_recommendations",
+              "metrics")
+    written = {name: pq.read_table(root / name).to_pandas() for name in tables}
     chunked = Run(load_config(None, [f"output_dir={tmp_path}", "run_id=chunked", f"data.data_dir={data_dir}", *QUICK,
-                                     "export.chunk_users=100"]))
+                                     "scoring.shard_users=64", "scoring.distributed_min_users=1"]))
     for table in ("items", "users", "interactions", "user_splits", "models"):
         (chunked.root / table).symlink_to(root / table)
+    evaluate_run(chunked)
     export(chunked)
     assert chunked.manifest["stages"]["export"]["rows"]["recommendations"] == len(written["recommendations"])
+    assert len(list((chunked.root / "recommendations").glob("part-*.parquet"))) == 15
+    assert len(list((chunked.root / "user_metrics").glob("part-*.parquet"))) == 4  # 94 valid, 94 test users
+    keys = {"recommendations": ["model", "user_source_id", "rank"], "user_interests": ["model", "user_source_id",
+            "interest"], "item_embeddings": ["model", "item_source_id"], "user_metrics": ["model", "split",
+            "user_id", "k", "metric"], "test_recommendations": ["model", "user_id", "rank"], "metrics": None}
     for name, frame in written.items():
-        assert pq.ParquetFile(chunked.root / name / "part-0.parquet").num_row_groups > 10
-        pd.testing.assert_frame_equal(pq.read_table(chunked.root / name).to_pandas(), frame)
+        sharded = chunked.read_table(name)
+        if keys[name]:  # the parts hold shard after shard (every model's rows of a shard together)
+            frame, sharded = (table.sort_values(keys[name]).reset_index(drop=True) for table in (frame, sharded))
+        pd.testing.assert_frame_equal(sharded, frame, check_exact=True, obj=name)
     chunked.release()
 
     finished = {s: stages[s]["finished"] for s in stages}

@@ -22,6 +22,10 @@ nightly run does (the catalogue is the same at every size: the generator draws t
 a warm-up run of the smallest size fills it first and is left out of the figures (`--no-warmup`
 skips it).
 
+With `--nodes 2` the refresh joins a local cluster of two Ray nodes (each `ray start` with
+`--node-cpus` CPUs, the cluster of the two-node integration test) through RAY_ADDRESS, to show that
+no stage assumes one node; the nodes' processes are added to the total.
+
 Each sample is given to the stage running at its time (the manifest's `started`, which has one-second
 resolution, and `seconds`). Per stage it prints wall time, peak driver RSS, peak total RSS, the rows
 it wrote and the rows of the earlier tables it could read (the manifest's `inputs`), then the
@@ -51,9 +55,9 @@ MIB = 2 ** 20
 class MemorySampler(threading.Thread):
     """Samples (time, driver RSS, total RSS of the driver and its descendants) of process `pid`."""
 
-    def __init__(self, pid: int, interval: float):
+    def __init__(self, pid: int, interval: float, cluster_pids: tuple[int, ...] = ()):
         super().__init__(daemon=True)
-        self.pid, self.interval, self.samples = pid, interval, []
+        self.pid, self.interval, self.samples, self.cluster_pids = pid, interval, [], cluster_pids
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -69,6 +73,11 @@ class MemorySampler(threading.Thread):
                 own = driver.memory_info().rss
             except psutil.NoSuchProcess:
                 return
+            for pid in self.cluster_pids:  # the nodes of a --nodes cluster: not the driver's descendants
+                try:
+                    processes += psutil.Process(pid).children(recursive=True)
+                except psutil.NoSuchProcess:
+                    pass
             total = 0
             for process in processes:
                 try:
@@ -120,7 +129,7 @@ def growth_exponents(sizes: list[int], per_size: list[dict[str, dict]]) -> dict[
     return exponents
 
 
-def run_size(users: int, root: Path, args) -> dict:
+def run_size(users: int, root: Path, args, cluster=None) -> dict:
     from jobs.synthetic import write_synthetic
 
     data = root / f"data-{users}-{args.items}"
@@ -137,8 +146,11 @@ def run_size(users: int, root: Path, args) -> dict:
     print(f"\n== {users} users: {generated['interactions']} interactions, {generated['items']} items; "
           f"{' '.join(command[1:])}", flush=True)
     began = time.perf_counter()
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    sampler = MemorySampler(process.pid, args.interval)
+    env = {**(cluster.env if cluster else os.environ), "PYTHONUNBUFFERED": "1"}
+    if cluster:
+        env["RAY_ADDRESS"] = cluster.address
+    process = subprocess.Popen(command, env=env)
+    sampler = MemorySampler(process.pid, args.interval, tuple(node.pid for node in cluster.nodes) if cluster else ())
     sampler.start()
     code = process.wait()
     samples = sampler.stop()
@@ -172,15 +184,27 @@ def scale_benchmark(args) -> None:
     config = load_config(None, list(args.overrides))
     root = Path(config["output_dir"]).expanduser().resolve() / args.name
     root.mkdir(parents=True, exist_ok=True)
-    if args.warmup:
-        print(f"warm-up at {sizes[0]} users (fills the shared caches; not measured)", flush=True)
-        run_size(sizes[0], root, args)
+    cluster = None
+    if args.nodes > 1:
+        from rec_core.run.local_cluster import LocalCluster
+
+        cluster = LocalCluster(root / "nodes.log", head_cpus=args.node_cpus)
+        for _ in range(args.nodes - 1):
+            cluster.add_node(cpus=args.node_cpus, resources="{}")
+        print(f"{args.nodes}-node local Ray cluster at {cluster.address}, {args.node_cpus} CPUs per node", flush=True)
     results = []
-    for users in sizes:
-        result = run_size(users, root, args)
-        print_size(result)
-        print(json.dumps({"benchmark": "scale", **result}), flush=True)
-        results.append(result)
+    try:
+        if args.warmup:
+            print(f"warm-up at {sizes[0]} users (fills the shared caches; not measured)", flush=True)
+            run_size(sizes[0], root, args, cluster)
+        for users in sizes:
+            result = run_size(users, root, args, cluster)
+            print_size(result)
+            print(json.dumps({"benchmark": "scale", "nodes": args.nodes, **result}), flush=True)
+            results.append(result)
+    finally:
+        if cluster:
+            cluster.close()
     exponents = growth_exponents([r["users"] for r in results], [r["stages"] for r in results])
     print(f"\ngrowth exponent of time in users ({sizes[0]}..{sizes[-1]}; goal <= 1.15):")
     for stage, exponent in exponents.items():
@@ -200,5 +224,9 @@ def add_commands(commands) -> None:
                        help="measure the first size with cold caches (no warm-up run)")
     bench.add_argument("--interval", type=float, default=0.5, help="seconds between memory samples")
     bench.add_argument("--name", default="bench-scale", help="folder under output_dir (data kept, runs added)")
+    bench.add_argument("--nodes", type=int, default=1,
+                       help="1: the refresh starts local Ray; more: it joins a local cluster of this many nodes "
+                            "(rec_core.run.local_cluster), whose processes count in the total memory")
+    bench.add_argument("--node-cpus", type=int, default=1, help="CPUs of each node of a --nodes cluster")
     bench.add_argument("overrides", nargs="*", help="key=value config overrides of every run")
     bench.set_defaults(run=scale_benchmark)

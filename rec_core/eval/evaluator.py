@@ -159,7 +159,8 @@ def top_k(score_fn: ScoreFn, histories: Sequences, num_items: int, k: int, batch
 def user_metrics(score_fn: ScoreFn, data: EvalSet, num_items: int, ks=(10, 20, 50),
                  batch_size: int = 1024) -> pd.DataFrame:
     """The same figures per user: columns user_id, metric, k, value (users with a retrievable target
-    only). Their means are `evaluate`'s metrics; paired comparisons (rec_core.eval.paired) use them."""
+    only; none: no rows, which a shard of the users may have). Their means are `evaluate`'s
+    metrics; paired comparisons (rec_core.eval.paired) use them."""
     ks, depth, discounts, ideal = _prepare(ks, 0, num_items)
     parts = []
     for rows, top_items, _, is_target, n_targets in _ranked_batches(score_fn, data, num_items, depth, batch_size):
@@ -168,6 +169,7 @@ def user_metrics(score_fn: ScoreFn, data: EvalSet, num_items: int, ks=(10, 20, 5
             metric, k = name.split("@")
             parts.append(pd.DataFrame({"user_id": data.user_ids[rows][valid], "metric": metric, "k": int(k),
                                        "value": values.numpy()[valid]}))
-    if not parts or not sum(len(part) for part in parts):
-        raise ValueError("no user with a retrievable target to evaluate")
+    if not parts:
+        return pd.DataFrame({"user_id": np.zeros(0, np.int64), "metric": pd.Series([], dtype=str),
+                             "k": np.zeros(0, np.int64), "value": np.zeros(0)})
     return pd.concat(parts, ignore_index=True)

@@ -6,8 +6,9 @@ Only answers without a request error are cached (a failed request is retried nex
 answer that later fails validation is still cached, since asking again with the same key and
 deterministic sampling would give the same answer.
 
-The table lives in one folder (`<cache_dir>/`) as part files, one per `add` call, each written to
-a temporary name and renamed, so a job killed while writing leaves no half-written part and any
+The table lives in one folder (`<cache_dir>/`) as part files, one per `add` call (the LLM stage
+compacts them once there are more than `llm.cache_max_parts`), each written to a temporary name
+and renamed, so a job killed while writing leaves no half-written part and any
 number of runs can read it. Each part's name carries its checksum: a truncated or altered part is
 quarantined when read and its prompts are sent again, the rest of the cache is used
 (rec_core.storage.part_files; `quarantined_`). Columns: key, model, output, num_input_tokens,
@@ -66,6 +67,11 @@ class PromptCache:
             raise ValueError(f"cache rows lack columns {missing}")
         write_part(self.folder, pa.Table.from_pandas(rows[COLUMNS], preserve_index=False))
         return len(rows)
+
+    def compact(self, max_parts: int = 64, part_rows: int = 100_000) -> int:
+        """Merge small parts once there are more than `max_parts` (PartFolder.compact); returns the
+        parts removed."""
+        return self._parts.compact("key", max_parts, part_rows)
 
     def __len__(self) -> int:
         return sum(table.num_rows for table in self._parts.tables(columns=["key"]))

@@ -47,6 +47,7 @@ class LLMStats:
     prompts: int = 0
     cache_hits: int = 0
     cache_parts_quarantined: int = 0  # damaged cache parts moved aside (their prompts are sent again)
+    cache_parts_compacted: int = 0  # small cache parts merged into bigger ones at the stage's end
     sent: int = 0
     errors: int = 0
     input_tokens: int = 0
@@ -206,6 +207,8 @@ def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
         log.info("LLM: %d prompts, %d answered from the cache, sending %d to %s",
                  len(frame), stats.cache_hits, len(todo), model)
         fresh = list(_generate(todo, model, params, llm_config, cache, cache_flush_rows, stats))
+        stats.cache_parts_compacted = cache.compact(llm_config.get("cache_max_parts", 64),
+                                                    llm_config.get("cache_part_rows", 100_000))
     answered = pd.concat([cached.assign(error="", cached=True), *fresh], ignore_index=True)
     answered = answered.drop_duplicates("key", keep="last")[
         ["key", "output", "error", "num_input_tokens", "num_generated_tokens", "cached"]]

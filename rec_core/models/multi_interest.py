@@ -48,8 +48,14 @@ class Popularity:
     """Scores every item by its number of training interactions (same for every user)."""
 
     def fit(self, train_items: np.ndarray, num_items: int) -> "Popularity":
-        self.counts_ = torch.as_tensor(np.bincount(train_items, minlength=num_items), dtype=torch.float32)
-        return self
+        return self.from_counts(np.bincount(train_items, minlength=num_items))
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> "Popularity":
+        """Fitted from every item's count of training interactions (summed over shards of the data)."""
+        fitted = cls()
+        fitted.counts_ = torch.tensor(np.asarray(counts), dtype=torch.float32)  # a copy: counts may be read-only
+        return fitted
 
     def score(self, batch_size: int) -> torch.Tensor:
         return self.counts_.expand(batch_size, -1)

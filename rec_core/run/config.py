@@ -234,6 +234,9 @@ class LLMConfig(Section):
     cache_dir: LocalPath = Field(None, description="prompt cache; None: <output_dir>/llm_cache, shared by the runs")
     cache_flush_rows: int = Field(64, ge=1, description="answers written to the cache per chunk (a killed run "
                                                         "loses at most this many)")
+    cache_max_parts: int = Field(64, ge=1, description="from more part files than this on, the stage ends by "
+                                                       "compacting the prompt cache's small parts")
+    cache_part_rows: int = Field(100000, ge=1, description="answers per compacted part of the prompt cache")
 
 
 class SessionConfig(Section):
@@ -286,9 +289,17 @@ class EvalConfig(Section):
     top_k: int = Field(50, ge=1, description="rows per user in the recommendations table")
 
 
-class ExportConfig(Section):
-    chunk_users: int = Field(16384, ge=1, description="users scored and written per part of the export's "
-                                                      "tables: bounds the driver's memory, not the result")
+class ScoringConfig(Section):
+    """How the evaluation and the export score users (rec_core.train.shards); not pinned: the
+    tables do not depend on it."""
+    workers: int = Field(2, ge=1, description="Ray actors that score shards of users, 1 CPU each (at most the "
+                                              "cluster's CPUs); each loads every model once")
+    shard_users: int = Field(16384, ge=1, description="users per shard: one part file of each table, and what "
+                                                      "one actor holds at a time (evaluation: rounded down to "
+                                                      "whole train.eval_batch_size batches)")
+    distributed_min_users: int = Field(50000, ge=1, description="from this many users to score on, shards go to "
+                                                                "Ray actors; fewer are scored in the driver "
+                                                                "(less than the actors' start-up)")
 
 
 class PublishConfig(Section):
@@ -346,7 +357,7 @@ class RunConfig(Section):
     distill: DistillConfig = DistillConfig()
     llm: LLMConfig = LLMConfig()
     eval: EvalConfig = EvalConfig()
-    export: ExportConfig = ExportConfig()
+    scoring: ScoringConfig = ScoringConfig()
     publish: PublishConfig = PublishConfig()
     incremental: IncrementalConfig = IncrementalConfig()
 

@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rec_core.run.config import ConfigError
-from rec_core.storage.part_files import file_sha256
+from rec_core.storage.part_files import file_sha256, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd
 TRAINING_SECTIONS = ("train", "align", "contrast", "desc", "session", "distill")
 UPSTREAM_STAGES = ("ingest", "semantic", "synthesize", "crowd_semantic", "describe")
 TABLE_FILE = "part-0.parquet"
+PART_GLOB = "part-*.parquet"  # a table's files: one (TABLE_FILE), or one per shard (Run.sharded_table)
 
 
 CODE_VERSION_ENV = "LLMREC_CODE_VERSION"
@@ -217,10 +218,7 @@ class Run:
         register its checksum."""
         folder = self.table_path(name)
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / TABLE_FILE
-        temporary = unique_temporary(target)
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), temporary)
-        os.replace(temporary, target)
+        write_atomically(pa.Table.from_pandas(frame, preserve_index=False), folder / TABLE_FILE)
         self.register_output(f"{name}/{TABLE_FILE}")
         return len(frame)
 
@@ -244,6 +242,31 @@ class Run:
         os.replace(writer.path, target)
         self.register_output(f"{name}/{TABLE_FILE}")
 
+    @contextmanager
+    def sharded_table(self, name: str):
+        """A table written in parts by other processes (Ray actors scoring shards of the users):
+        yields its folder, emptied of an earlier attempt's parts (and their manifest entries); each
+        writer puts whole part-<shard>.parquet files in it (rec_core.train.shards, written with
+        rec_core.storage.part_files.write_atomically). When the block ends without an error the
+        parts are registered (a table of no rows gets an empty part, so it reads as empty); an
+        error leaves no table behind."""
+        folder = self.table_path(name)
+        shutil.rmtree(folder, ignore_errors=True)
+        for relative in [relative for relative in self.manifest["outputs"] if relative.startswith(f"{name}/")]:
+            del self.manifest["outputs"][relative]
+        folder.mkdir(parents=True)
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        parts = sorted(folder.glob(PART_GLOB))
+        if not parts:
+            write_atomically(pa.table({}), folder / TABLE_FILE)
+            parts = [folder / TABLE_FILE]
+        for part in parts:
+            self.register_output(f"{name}/{part.name}")
+
     def register_output(self, relative: str) -> None:
         """Record the checksum of file <run>/<relative>, written by the stage now running."""
         path = self.root / relative
@@ -257,7 +280,7 @@ class Run:
         return read_run_table(self.root, name, self.manifest)
 
     def has_table(self, name: str) -> bool:
-        return (self.table_path(name) / TABLE_FILE).exists()
+        return any(self.table_path(name).glob(PART_GLOB))
 
     def damaged_outputs(self, relatives) -> list[str]:
         """Those of the registered files `relatives` that are gone or differ from their checksum."""
@@ -356,20 +379,26 @@ def read_run_table(root: Path, name: str, manifest: dict | None = None) -> pd.Da
     against the checksum in its manifest (read from `root` unless given); a table that is damaged
     is a ConfigError naming it and the stage that wrote it, which runs again on the next rerun."""
     root = Path(root)
-    folder, relative = root / name, f"{name}/{TABLE_FILE}"
+    folder = root / name
     if not folder.is_dir():
         raise FileNotFoundError(f"table '{name}' not found in run {root}; run the stage that writes it")
     if manifest is None:
         manifest = json.loads((root / "manifest.json").read_text()) if (root / "manifest.json").is_file() else {}
-    recorded = manifest.get("outputs", {}).get(relative)
-    writer = (recorded or {}).get("stage") or next(
+    parts = {relative: entry for relative, entry in manifest.get("outputs", {}).items()
+             if relative.startswith(f"{name}/")}
+    writer = next((entry.get("stage") for entry in parts.values() if entry.get("stage")), None) or next(
         (stage for stage, record in manifest.get("stages", {}).items() if name in record.get("rows", {})), None)
-    damage = None
-    if recorded and (folder / TABLE_FILE).is_file() and file_sha256(folder / TABLE_FILE) != recorded["sha256"]:
-        damage = "its checksum differs from the manifest's"
+    missing = [relative for relative in parts if not (root / relative).is_file()]
+    altered = [relative for relative, entry in parts.items()
+               if relative not in missing and file_sha256(root / relative) != entry["sha256"]]
+    if missing:
+        damage = f"its part {missing[0]} is missing"
+    elif altered:
+        damage = f"its checksum differs from the manifest's: {altered[0]}"
     else:
-        try:
-            return pq.read_table(folder).to_pandas()
+        try:  # the registered parts in name order (a sharded table's shard order), else the folder
+            source = [str(root / relative) for relative in sorted(parts)] if parts else folder
+            return pq.read_table(source).to_pandas()
         except (pa.ArrowException, OSError) as error:
             damage = str(error)
     stage = f"stage {writer}" if writer else "the stage that writes it"

@@ -40,10 +40,22 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def write_part(folder: Path, table: pa.Table) -> Path:
-    """Write `table` as a new part of `folder` (atomically) and return its path."""
+def write_atomically(table: pa.Table, target: Path) -> None:
+    """`table` as the Parquet file `target`, written to a temporary name beside it that no other
+    writer uses, then renamed: a reader sees the whole file or none."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_part(folder: Path, table: pa.Table, stamp: str | None = None) -> Path:
+    """Write `table` as a new part of `folder` (atomically) and return its path. `stamp`: the time
+    in its name (parts sort by it, the newest last); None: now."""
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"part-{datetime.datetime.now():%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
+    stem = f"part-{stamp or format(datetime.datetime.now(), '%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
     temporary = folder / f".{stem}.tmp"
     pq.write_table(table, temporary)
     target = folder / f"{stem}.sha256-{file_sha256(temporary)[:DIGEST_CHARS]}.parquet"
@@ -75,6 +87,47 @@ class PartFolder:
 
     def tables(self, **read_options) -> list[pa.Table]:
         return [table for part in self.parts() if (table := self.read(part, **read_options)) is not None]
+
+    def compact(self, key: str, max_parts: int, part_rows: int) -> int:
+        """When the folder holds more than `max_parts` parts: runs of consecutive parts of fewer than
+        `part_rows` rows are rewritten as parts of up to `part_rows` rows (a key's newest row kept),
+        and the parts merged are removed; returns how many parts were removed. Every add writes a
+        part (the LLM stage one per `llm.cache_flush_rows` answers: 15k parts at 1M prompts), and a
+        lookup opens each, so without this the lookup's cost grows with the history of the cache.
+        A merged part is named with the time of the newest part it holds, so the name order (newest
+        last) stays the cache's. A reader that listed a part removed meanwhile skips it: its rows
+        are computed again, a cost, never a wrong answer. Parts are read one at a time: the memory
+        is one merged part's."""
+        parts = self.parts()
+        if len(parts) <= max_parts:
+            return 0
+        removed, run, rows = 0, [], 0
+
+        def merge() -> None:
+            nonlocal removed, rows
+            if len(run) > 1:
+                merged = pa.concat_tables([table for _, table in run], promote_options="default")
+                keep = merged.to_pandas()[key].duplicated(keep="last").to_numpy()
+                write_part(self.folder, merged.filter(pa.array(~keep)), stamp=run[-1][0].name.split("-")[1])
+                for part, _ in run:
+                    part.unlink(missing_ok=True)
+                removed += len(run)
+            run.clear()
+            rows = 0
+
+        for part in parts:
+            table = self.read(part)
+            if table is None:
+                continue
+            if table.num_rows >= part_rows or rows + table.num_rows > part_rows:
+                merge()
+            if table.num_rows < part_rows:
+                run.append((part, table))
+                rows += table.num_rows
+        merge()
+        if removed:
+            log.info("cache %s: %d parts compacted into %d", self.folder, removed, len(self.parts()) - len(parts) + removed)
+        return removed
 
     def _quarantine(self, part: Path, reason: str) -> None:
         aside = self.folder / QUARANTINE

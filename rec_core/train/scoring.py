@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rec_core.data.splits import ProtocolData, Sequences
+from rec_core.data.splits import Sequences
 from rec_core.models.lightgcn import LightGCN
 from rec_core.models.multi_interest import Popularity, build_model, pad_histories
 from rec_core.models.names import parse_model_name
@@ -24,14 +24,24 @@ def model_config(name: str, config: dict) -> dict:
     return {**config["train"], "max_history": config["split"]["session_max_prefix"], "session": config["session"]}
 
 
+def item_counts(train_items: np.ndarray, num_items: int) -> np.ndarray:
+    """Every item's number of occurrences in `train_items` (what popularity scores by)."""
+    return np.bincount(train_items, minlength=num_items)
+
+
 class Scorer:
     """score(rows, histories, user_ids) for the evaluator; interests and item vectors for export."""
 
-    def __init__(self, name: str, data: ProtocolData, model_folder: Path | None = None):
+    def __init__(self, name: str, num_items: int, model_folder: Path | None = None,
+                 train_item_counts: np.ndarray | None = None):
+        """`model_folder`: the saved weights of a trained model; `train_item_counts`: popularity's
+        scores, every item's number of training interactions (`item_counts`)."""
         self.name = name
-        self.num_items = data.num_items
+        self.num_items = num_items
         if name == "popularity":
-            self.popularity = Popularity().fit(data.train.items, data.num_items)
+            if train_item_counts is None:
+                raise ValueError("the popularity scorer needs the training item counts")
+            self.popularity = Popularity.from_counts(train_item_counts)
             self.model = None
             return
         saved, weights = load_model(model_folder)
