@@ -58,6 +58,23 @@ def stages_for(models: list[str]) -> list[tuple[str, object]]:
     return stages
 
 
+def release_memory() -> None:
+    """Between stages: what a finished stage freed goes back to the system (Python's garbage, Arrow's
+    memory pool, the C heap's free pages), so the long-lived driver's RSS in a stage is that stage's
+    own, not the high-water mark of every stage before it."""
+    import ctypes
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def refresh(config: dict, stop_after: str | None = None) -> Run:
     """Run the DAG; `stop_after="train"` ends after training (a settings sweep, which must choose
     on validation and never read the test split)."""
@@ -80,6 +97,7 @@ def refresh(config: dict, stop_after: str | None = None) -> Run:
                 print(metrics_table(run.read_table("metrics")), flush=True)
             continue
         function(run)
+        release_memory()
     run.manifest["total_seconds"] = round(time.perf_counter() - began, 1)
     run.save_manifest()
     print(f"\nrun {run.run_id} finished in {run.manifest['total_seconds']} s; outputs in {run.root}", flush=True)

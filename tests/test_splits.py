@@ -113,3 +113,16 @@ def test_eval_histories_precede_their_targets_in_time():
             targets = [when[(user, i)] for i in eval_set.targets.sequence(row)]
             if len(set(history + targets)) > 1:
                 assert max(history) < min(targets), user
+
+
+def test_timestamp_ties_counts_the_rows_that_share_a_users_timestamp_as_a_hash_of_pairs_would():
+    from jobs.ingest import timestamp_ties
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"user_id": rng.integers(0, 50, 3000), "item_id": rng.integers(0, 90, 3000),
+                          "ts": rng.integers(0, 40, 3000)}).sort_values(["user_id", "ts"], kind="stable")
+    splits = pd.DataFrame({"user_id": np.arange(50), "split": ["train", "valid", "test"] * 16 + ["train", "test"]})
+    ties = timestamp_ties(frame.reset_index(drop=True), splits, 0.8)
+    expected = frame.duplicated(["user_id", "ts"], keep=False)
+    assert ties["interactions_sharing_a_timestamp"] == int(expected.sum()) > 0
+    assert ties["share"] == round(float(expected.mean()), 4)
