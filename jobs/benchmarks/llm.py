@@ -5,6 +5,11 @@
     python -m jobs.benchmark grouping --dataset amazon-beauty --backend llm semantic.max_users=300
     python -m jobs.benchmark describe-cache --dataset movielens-100k graph.max_llm_nodes=200
     python -m jobs.benchmark describe-cost --datasets movielens-100k,movielens-1m,amazon-beauty --neighbours 5,10,20
+    python -m jobs.benchmark prompt-tokens --run-folder <output_dir>/<run_id> --sample 2000
+
+`prompt-tokens` counts, with the configured model's tokenizer, the input tokens of the semantic
+grouping prompts (chat-rendered, as the LLM stage sends them) of a seeded sample of a finished
+run's training users: what a cost projection of the LLM backend needs, without generating.
 
 `llm-throughput` sends the same semantic-grouping prompts (real users of the data set, the
 project's JSON schema per row; `--source descriptions`: the graph descriptions' layer-1 prompts) to the same model four ways, one after the other in one run:
@@ -360,6 +365,30 @@ def grouping(dataset: str, config_path: str | None, overrides: list[str], backen
                       "coherence": info["coherence"], "llm": info.get("llm"), "seconds": info.get("seconds")}))
 
 
+def prompt_tokens(run_folder: str, sample: int, seed: int, overrides: list[str]) -> None:
+    import pyarrow.parquet as pq
+    from transformers import AutoTokenizer
+
+    from rec_core.llm.stage import render_prompts, resolve_model
+
+    config = load_config(None, overrides)
+    splits = pq.read_table(Path(run_folder) / "user_splits").to_pandas()
+    train = splits.loc[splits["split"] == "train", "user_id"].to_numpy()
+    users = np.sort(np.random.default_rng(seed).choice(train, min(sample, len(train)), replace=False))
+    interactions = pq.read_table(Path(run_folder) / "interactions", filters=[("user_id", "in", users.tolist())])
+    histories = recent_items(interactions.to_pandas(), users, config["semantic"]["max_items"])
+    requests = cluster_requests(pq.read_table(Path(run_folder) / "items").to_pandas(), histories,
+                                config["semantic"]["max_clusters"])
+    model = resolve_model(config["llm"])
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    counts = np.array([len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+                       for prompt in render_prompts(model, requests["system"], requests["user"])])
+    print(f"{run_folder}: {len(train)} training users, {len(counts)} sampled (seed {seed}); input tokens per "
+          f"grouping prompt: mean {counts.mean():.1f}, median {np.median(counts):.0f}, p95 "
+          f"{np.percentile(counts, 95):.0f}, max {counts.max()}; output at most llm.max_tokens = "
+          f"{config['llm']['max_tokens']}")
+
+
 def add_commands(commands) -> None:
     speed = commands.add_parser("llm-throughput", help="Ray Data LLM stage vs bare vllm.LLM.chat; eager vs compiled")
     speed.add_argument("--prompts", type=int, default=96)
@@ -387,6 +416,12 @@ def add_commands(commands) -> None:
     cost.add_argument("overrides", nargs="*", help="key=value config overrides")
     cost.set_defaults(run=lambda args: describe_cost(args.datasets.split(","), args.config, args.overrides,
                                                      [int(k) for k in args.neighbours.split(",")]))
+    tokens = commands.add_parser("prompt-tokens", help="input tokens of a finished run's semantic grouping prompts")
+    tokens.add_argument("--run-folder", required=True, help="a finished run's folder (<output_dir>/<run_id>)")
+    tokens.add_argument("--sample", type=int, default=2000, help="training users sampled")
+    tokens.add_argument("--seed", type=int, default=0)
+    tokens.add_argument("overrides", nargs="*", help="key=value config overrides (llm.model, semantic.*)")
+    tokens.set_defaults(run=lambda args: prompt_tokens(args.run_folder, args.sample, args.seed, args.overrides))
     group = commands.add_parser("grouping", help="semantic grouping statistics, coherence and examples")
     group.add_argument("--backend", choices=["encoder", "llm"], default="encoder")
     group.add_argument("--examples", type=int, default=3)

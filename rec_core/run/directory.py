@@ -276,8 +276,9 @@ class Run:
             self._stage_outputs.append(relative)
         self.save_manifest()
 
-    def read_table(self, name: str) -> pd.DataFrame:
-        return read_run_table(self.root, name, self.manifest)
+    def read_table(self, name: str, filters=None) -> pd.DataFrame:
+        """Table `name`, checked against its checksums; `filters`: pyarrow's row filter, to read part of it."""
+        return read_run_table(self.root, name, self.manifest, filters)
 
     def has_table(self, name: str) -> bool:
         return any(self.table_path(name).glob(PART_GLOB))
@@ -374,7 +375,7 @@ class TableWriter:
         self._writer = None
 
 
-def read_run_table(root: Path, name: str, manifest: dict | None = None) -> pd.DataFrame:
+def read_run_table(root: Path, name: str, manifest: dict | None = None, filters=None) -> pd.DataFrame:
     """Table `name` of the run in folder `root` (also of a run this process does not own), checked
     against the checksum in its manifest (read from `root` unless given); a table that is damaged
     is a ConfigError naming it and the stage that wrote it, which runs again on the next rerun."""
@@ -398,7 +399,7 @@ def read_run_table(root: Path, name: str, manifest: dict | None = None) -> pd.Da
     else:
         try:  # the registered parts in name order (a sharded table's shard order), else the folder
             source = [str(root / relative) for relative in sorted(parts)] if parts else folder
-            return pq.read_table(source).to_pandas()
+            return pq.read_table(source, filters=filters).to_pandas()
         except (pa.ArrowException, OSError) as error:
             damage = str(error)
     stage = f"stage {writer}" if writer else "the stage that writes it"
