@@ -157,3 +157,31 @@ def test_a_table_written_in_parts_is_one_checksummed_file_and_nothing_when_it_fa
         raise RuntimeError("scoring failed")
     assert list((run.root / "user_interests").iterdir()) == []  # no table, no temporary file left
     assert "user_interests/part-0.parquet" not in run.manifest["outputs"]
+
+
+def test_a_sharded_table_registers_every_part_refuses_a_missing_one_and_drops_an_earlier_attempts(tmp_path):
+    from rec_core.train.shards import write_part
+
+    run = open_run(tmp_path)
+    with run.stage("export"):
+        with pytest.raises(RuntimeError):  # a failed attempt leaves no table and no part behind
+            with run.sharded_table("recommendations") as folder:
+                write_part(str(folder), "00005", pd.DataFrame({"user": [5], "rank": [1]}))
+                raise RuntimeError("an actor failed")
+        assert not (run.root / "recommendations").exists()
+        with run.sharded_table("recommendations") as folder:
+            for shard in (1, 0, 2):  # parts arrive in any order; the table reads in shard order
+                write_part(str(folder), f"{shard:05d}", pd.DataFrame({"user": [shard, shard], "rank": [1, 2]}))
+    assert run.manifest["stages"]["export"]["outputs"] == [f"recommendations/part-{s:05d}.parquet" for s in range(3)]
+    assert run.read_table("recommendations")["user"].tolist() == [0, 0, 1, 1, 2, 2]
+    assert len(run.read_table("recommendations", filters=[("rank", "==", 2)])) == 3
+    (run.root / "recommendations" / "part-00001.parquet").unlink()  # a lost part is refused, never skipped
+    with pytest.raises(ConfigError, match=r"its part recommendations/part-00001.parquet is missing\): "
+                                          r"stage export must run again"):
+        run.read_table("recommendations")
+    with run.stage("export"):  # the stage again: the parts of the earlier run are replaced, not added to
+        with run.sharded_table("recommendations") as folder:
+            write_part(str(folder), "00000", pd.DataFrame({"user": [7], "rank": [1]}))
+    assert run.read_table("recommendations")["user"].tolist() == [7]
+    assert [name for name in run.manifest["outputs"] if name.startswith("recommendations/")] == [
+        "recommendations/part-00000.parquet"]
