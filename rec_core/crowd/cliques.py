@@ -4,7 +4,8 @@
 
 1. Similarity: cosine of the users' binary item vectors, computed as a sparse product in chunks
    of `chunk_users` rows, so the cost is the number of user pairs that share an item, never all
-   pairs. Items engaged by more than `max_item_users` users are left out of this product: they
+   pairs; each chunk's best neighbours are chosen by array operations (no per-user Python), and
+   only they are kept (arrays, not a dict per user: 800k users at 1M). Items engaged by more than `max_item_users` users are left out of this product: they
    make O(n^2) pairs each and say little about taste (everyone watched Star Wars); the cosine is
    over the kept items in both its numerator and its norms. A pair needs
    at least `min_shared_items` shared items and cosine >= `min_similarity`.
@@ -55,22 +56,32 @@ class UserCliques:
         candidates = (matrix @ kept).tocsr()
         degree = np.asarray(candidates.sum(1)).ravel()  # the cosine's norms count the same items as its dot product
         transposed = candidates.T.tocsr()
-        top: list[dict[int, float]] = []
+        heads, tails, weights = [], [], []  # each user's `neighbours` most similar users, best first
         for start in range(0, len(users), self.chunk_users):
             shared = (candidates[start:start + self.chunk_users] @ transposed).tocsr()
-            for offset in range(shared.shape[0]):
-                row = start + offset
-                cols = shared.indices[shared.indptr[offset]:shared.indptr[offset + 1]]
-                counts = shared.data[shared.indptr[offset]:shared.indptr[offset + 1]]
-                cosine = counts / np.sqrt(degree[row] * degree[cols])
-                keep = (cols != row) & (counts >= self.min_shared_items) & (cosine >= self.min_similarity)
-                cols, cosine = cols[keep], cosine[keep]
-                best = np.argsort(-cosine, kind="stable")[: self.neighbours]
-                top.append(dict(zip(cols[best].tolist(), cosine[best].tolist())))
+            lengths = np.diff(shared.indptr)
+            rows = start + np.repeat(np.arange(shared.shape[0]), lengths)
+            cols, counts = shared.indices.astype(np.int64), shared.data
+            cosine = counts / np.sqrt(degree[rows] * degree[cols])
+            keep = (cols != rows) & (counts >= self.min_shared_items) & (cosine >= self.min_similarity)
+            position = np.arange(len(cols)) - np.repeat(shared.indptr[:-1], lengths)  # place in its row
+            rows, cols, cosine, position = rows[keep], cols[keep], cosine[keep], position[keep]
+            order = np.lexsort((position, -cosine, rows))  # per row: by cosine, ties in row order (stable)
+            rows, cols, cosine = rows[order], cols[order], cosine[order]
+            first = np.searchsorted(rows, rows, side="left")
+            best = np.arange(len(rows)) - first < self.neighbours
+            heads.append(rows[best]), tails.append(cols[best]), weights.append(cosine[best])
+        heads, tails, weights = (np.concatenate(parts) if parts else np.zeros(0) for parts in (heads, tails, weights))
+        # mutual: (u, v) is kept when (v, u) is among the pairs too; each edge once, from its lower end
+        keys = heads.astype(np.int64) * len(users) + tails
+        reverse = tails.astype(np.int64) * len(users) + heads
+        sorted_keys = np.sort(keys)
+        found = np.searchsorted(sorted_keys, reverse)
+        mutual = (found < len(sorted_keys)) & (sorted_keys[np.minimum(found, len(sorted_keys) - 1)] == reverse)
+        edge = mutual & (tails > heads)
         graph = nx.Graph()
         graph.add_nodes_from(range(len(users)))
-        for u, neighbours in enumerate(top):
-            graph.add_weighted_edges_from((u, v, w) for v, w in neighbours.items() if v > u and u in top[v])
+        graph.add_weighted_edges_from(zip(heads[edge].tolist(), tails[edge].tolist(), weights[edge].tolist()))
         row_of = {int(user): row for row, user in enumerate(users.tolist())}
         groups = self._select(graph, {row_of[int(u)] for u in taken if int(u) in row_of})
         self.users_ = users
