@@ -31,8 +31,10 @@ def metrics_table(metrics: pd.DataFrame, split: str = "test") -> str:
 def scorer_settings(run: Run) -> dict:
     """ShardScorer's arguments for this run (rec_core.train.shards), shared by the evaluation and the export."""
     num_items = pq.read_metadata(run.table_path("items") / "part-0.parquet").num_rows
-    return {"run_root": str(run.root), "models": list(run.config["models"]), "num_items": num_items,
-            "popularity_counts": train_item_counts(run.root, num_items),
+    models = list(run.config["models"])
+    return {"run_root": str(run.root), "models": models, "num_items": num_items,
+            # a pass over every interaction: only for a popularity model, the one that scores by them
+            "popularity_counts": train_item_counts(run.root, num_items) if "popularity" in models else None,
             "history_fraction": run.config["split"]["history_fraction"],
             "batch_size": run.config["train"]["eval_batch_size"]}
 
@@ -51,10 +53,9 @@ def mean_metrics(per_user: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     """model, split, metric, k, value (the mean over users) and users, in model, split, k, metric order."""
     grouped = per_user.groupby(["model", "split", "metric", "k"], sort=False)["value"]
     metrics = grouped.mean().reset_index().assign(users=grouped.size().to_numpy())
-    order = (metrics["model"].map(models.index) * 10 + metrics["split"].map(SPLITS.index), metrics["k"],
-             metrics["metric"].map(METRIC_ORDER.index))
-    return metrics.assign(_model=order[0], _k=order[1], _metric=order[2]).sort_values(
-        ["_model", "_k", "_metric"], kind="stable").drop(columns=["_model", "_k", "_metric"]).reset_index(drop=True)
+    place = {"model": models.index, "split": SPLITS.index, "metric": METRIC_ORDER.index}
+    return metrics.sort_values(["model", "split", "k", "metric"], kind="stable", ignore_index=True,
+                               key=lambda column: column.map(place[column.name]) if column.name in place else column)
 
 
 def evaluate_run(run: Run) -> pd.DataFrame:

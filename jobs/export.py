@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 def export(run: Run) -> None:
     with run.stage("export") as info:
         settings, scoring = scorer_settings(run), run.config["scoring"]
-        ids = np.sort(pq.read_table(run.table_path("users"), columns=["user_id"])["user_id"].to_numpy()).astype(np.int64)
+        ids = pq.read_table(run.table_path("users"), columns=["user_id"])["user_id"].to_numpy()
+        ids = np.sort(ids).astype(np.int64)
         with run.sharded_table("recommendations") as lists, run.sharded_table("user_interests") as vectors, \
                 run.sharded_table("item_embeddings") as items:
             folders = {"recommendations": str(lists), "user_interests": str(vectors)}

@@ -4,11 +4,11 @@
 
 1. Similarity: cosine of the users' binary item vectors, computed as a sparse product in chunks
    of `chunk_users` rows, so the cost is the number of user pairs that share an item, never all
-   pairs; each chunk's best neighbours are chosen by array operations (no per-user Python), and
-   only they are kept (arrays, not a dict per user: 800k users at 1M). Items engaged by more than `max_item_users` users are left out of this product: they
-   make O(n^2) pairs each and say little about taste (everyone watched Star Wars); the cosine is
-   over the kept items in both its numerator and its norms. A pair needs
-   at least `min_shared_items` shared items and cosine >= `min_similarity`.
+   pairs; each chunk's best neighbours are chosen by array operations (no per-user Python) and
+   only they are kept. Items engaged by more than `max_item_users` users are left out of this
+   product: they make O(n^2) pairs each and say little about taste (everyone watched Star Wars);
+   the cosine is over the kept items in both its numerator and its norms. A pair needs at least
+   `min_shared_items` shared items and cosine >= `min_similarity`.
 2. Graph (networkx): an edge between u and v when each is among the other's `neighbours` most
    similar users (mutual k-nearest neighbours), weighted by the cosine. Mutual kNN keeps hubs
    from joining everything and bounds every degree by `neighbours`, so clique enumeration is
@@ -70,14 +70,13 @@ class UserCliques:
             rows, cols, cosine = rows[order], cols[order], cosine[order]
             first = np.searchsorted(rows, rows, side="left")
             best = np.arange(len(rows)) - first < self.neighbours
-            heads.append(rows[best]), tails.append(cols[best]), weights.append(cosine[best])
-        heads, tails, weights = (np.concatenate(parts) if parts else np.zeros(0) for parts in (heads, tails, weights))
+            heads.append(rows[best])
+            tails.append(cols[best])
+            weights.append(cosine[best])
+        heads, tails, weights = (np.concatenate(parts) if parts else np.zeros(0, np.int64)
+                                 for parts in (heads, tails, weights))
         # mutual: (u, v) is kept when (v, u) is among the pairs too; each edge once, from its lower end
-        keys = heads.astype(np.int64) * len(users) + tails
-        reverse = tails.astype(np.int64) * len(users) + heads
-        sorted_keys = np.sort(keys)
-        found = np.searchsorted(sorted_keys, reverse)
-        mutual = (found < len(sorted_keys)) & (sorted_keys[np.minimum(found, len(sorted_keys) - 1)] == reverse)
+        mutual = np.isin(tails * len(users) + heads, heads * len(users) + tails)
         edge = mutual & (tails > heads)
         graph = nx.Graph()
         graph.add_nodes_from(range(len(users)))

@@ -68,9 +68,9 @@ class PromptCache:
         write_part(self.folder, pa.Table.from_pandas(rows[COLUMNS], preserve_index=False))
         return len(rows)
 
-    def compact(self, max_parts: int = 64, part_rows: int = 100_000) -> int:
-        """Merge small parts once there are more than `max_parts` (PartFolder.compact); returns the
-        parts removed."""
+    def compact(self, max_parts: int, part_rows: int) -> int:
+        """Merge small parts once there are more than `max_parts` (PartFolder.compact; the stage's
+        llm.cache_max_parts / llm.cache_part_rows); returns the parts removed."""
         return self._parts.compact("key", max_parts, part_rows)
 
     def __len__(self) -> int:

@@ -207,8 +207,7 @@ def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
         log.info("LLM: %d prompts, %d answered from the cache, sending %d to %s",
                  len(frame), stats.cache_hits, len(todo), model)
         fresh = list(_generate(todo, model, params, llm_config, cache, cache_flush_rows, stats))
-        stats.cache_parts_compacted = cache.compact(llm_config.get("cache_max_parts", 64),
-                                                    llm_config.get("cache_part_rows", 100_000))
+        stats.cache_parts_compacted = cache.compact(llm_config["cache_max_parts"], llm_config["cache_part_rows"])
     answered = pd.concat([cached.assign(error="", cached=True), *fresh], ignore_index=True)
     answered = answered.drop_duplicates("key", keep="last")[
         ["key", "output", "error", "num_input_tokens", "num_generated_tokens", "cached"]]

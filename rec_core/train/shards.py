@@ -66,7 +66,8 @@ def read_rows(folder: Path, key: str, ids: np.ndarray, columns: list[str] | None
     """The rows of the table in `folder` whose `key` is one of `ids` (sorted), in the table's order.
     The range filter lets Parquet skip the row groups outside [ids[0], ids[-1]]."""
     if not len(ids):
-        return pq.read_table(folder, columns=columns).slice(0, 0).to_pandas()
+        empty = ds.dataset(folder, format="parquet").schema.empty_table()
+        return (empty.select(columns) if columns else empty).to_pandas()
     table = pq.read_table(folder, columns=columns,
                           filters=[(key, ">=", int(ids[0])), (key, "<=", int(ids[-1]))])
     return table.filter(pc.is_in(table[key], value_set=pa.array(ids, type=table.schema.field(key).type))).to_pandas()
@@ -98,7 +99,7 @@ class ShardScorer:
     """Every model of a run, loaded once, scoring shards of users (one per Ray actor, or the driver's
     own). `evaluate` and `export` write their parts of the tables and return row counts."""
 
-    def __init__(self, run_root: str, models: list[str], num_items: int, popularity_counts: np.ndarray,
+    def __init__(self, run_root: str, models: list[str], num_items: int, popularity_counts: np.ndarray | None,
                  history_fraction: float, batch_size: int):
         self.root = Path(run_root)
         self.num_items, self.history_fraction, self.batch_size = num_items, history_fraction, batch_size
