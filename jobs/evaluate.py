@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from jobs.train import init_ray
 from rec_core.eval.tables import wide_metrics
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
+from rec_core.storage.location import parquet_rows
 from rec_core.train.shards import run_shards, shards, split_ids, train_item_counts
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def metrics_table(metrics: pd.DataFrame, split: str = "test") -> str:
 
 def scorer_settings(run: Run) -> dict:
     """ShardScorer's arguments for this run (rec_core.train.shards), shared by the evaluation and the export."""
-    num_items = pq.read_metadata(run.table_path("items") / "part-0.parquet").num_rows
+    num_items = parquet_rows(run.table_path("items") / "part-0.parquet")
     models = list(run.config["models"])
     return {"run_root": str(run.root), "models": models, "num_items": num_items,
             # a pass over every interaction: only for a popularity model, the one that scores by them

@@ -33,11 +33,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from jobs.evaluate import score_shards, scorer_settings
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
+from rec_core.storage.location import read_parquet
 from rec_core.train.shards import SCHEMA_VERSION, shards
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 def export(run: Run) -> None:
     with run.stage("export") as info:
         settings, scoring = scorer_settings(run), run.config["scoring"]
-        ids = pq.read_table(run.table_path("users"), columns=["user_id"])["user_id"].to_numpy()
+        ids = read_parquet(run.table_path("users"), columns=["user_id"])["user_id"].to_numpy()
         ids = np.sort(ids).astype(np.int64)
         with run.sharded_table("recommendations") as lists, run.sharded_table("user_interests") as vectors, \
                 run.sharded_table("item_embeddings") as items:

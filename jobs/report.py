@@ -21,6 +21,7 @@ from rec_core.run.cli import main_guard
 from rec_core.run.config import ConfigError
 from rec_core.run.directory import Run
 from rec_core.run.publish import SUCCESS_MARKER, runs_of
+from rec_core.storage.location import read_parquet
 from rec_core.train.saved_model import load_model_config
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def example_clusters(clusters: pd.DataFrame, items: pd.DataFrame, users: int = 3
 
 def published_metrics(run: Run) -> list[tuple[str, pd.DataFrame]]:
     """(run id, metrics) of the published runs of the run's output_dir, oldest first."""
-    return [(folder.name, pd.read_parquet(folder / "metrics")) for folder, _ in reversed(runs_of(run.root.parent))
+    return [(folder.name, read_parquet(folder / "metrics").to_pandas()) for folder, _ in reversed(runs_of(run.root.parent))
             if (folder / SUCCESS_MARKER).is_file() and (folder / "metrics").is_dir()]
 
 
@@ -66,9 +67,7 @@ def report(run: Run) -> None:
         test_recall = run.read_table("user_metrics", filters=[("split", "==", "test"), ("metric", "==", "recall")])
         page = render_report(ReportInputs(run.manifest, run.read_table("metrics"), test_recall,
                                           history, sizes, examples, published_metrics(run)))
-        partial = run.root / (REPORT_FILE + ".partial")
-        partial.write_text(page, encoding="utf-8")
-        partial.replace(run.root / REPORT_FILE)
+        (run.root / REPORT_FILE).write_text(page)  # atomic (Location.write_bytes)
         info["bytes"] = len(page)
     log.info("report: %s", run.root / REPORT_FILE)
 

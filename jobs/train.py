@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 
-from pathlib import Path
 
 from rec_core.models.names import is_distilled, is_neural, parse_model_name
 from rec_core.run.cli import main_guard
@@ -21,6 +20,7 @@ from rec_core.run.config import ConfigError
 from rec_core.run.stopping import stop_cleanly_on_sigterm
 from rec_core.run.directory import Run
 from rec_core.run.incremental import item_rows, previous_root
+from rec_core.storage.location import Location
 from rec_core.train.ray_train import fit_with_ray_train
 from rec_core.train.saved_model import CONFIG_FILE, WEIGHTS_FILE, load_model_config, save_model
 from rec_core.train.scoring import model_config
@@ -74,7 +74,7 @@ def train(run: Run) -> None:
         train_model(run, name, num_items)
 
 
-def warm_start(previous: Path | None, run: Run, name: str) -> tuple[dict | None, str]:
+def warm_start(previous: Location | None, run: Run, name: str) -> tuple[dict | None, str]:
     """({"folder": the previous run's model, "item_rows": ...} or None, why) for model `name`."""
     if previous is None:
         return None, "full run"

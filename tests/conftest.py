@@ -20,3 +20,35 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "llmrec-test", "AWS_SECRET_ACCESS_KEY": "llmrec-test", "AWS_DEFAULT_REGION": "us-east-1",
+          "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """An S3-compatible server (moto's) on 127.0.0.1 for one test module, with a bucket `llmrec-test`;
+    yields the bucket's URI with the client options in its query. The credentials are the test's own,
+    set in this process's environment (what a child process and Ray's workers inherit) while it runs."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    saved = {key: os.environ.get(key) for key in S3_ENV}
+    os.environ.update(S3_ENV)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    import pyarrow.fs
+
+    bucket = f"s3://llmrec-test?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    pyarrow.fs.FileSystem.from_uri(bucket + "&allow_bucket_creation=true")[0].create_dir("llmrec-test")
+    yield bucket
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

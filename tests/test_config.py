@@ -59,9 +59,9 @@ def test_values_parse_to_their_types(override, key, value):
     ("train=5", "config key 'train' is a section"),
     ("train.epochs.x=1", "config key 'train.epochs' is not a section"),
     ("crowd.min_size=6", "crowd.max_size (5) must be >= crowd.min_size (6)"),
-    ("output_dir=s3://bucket/runs", "config key 'output_dir': got 's3://bucket/runs'; remote storage (s3://) is not"),
-    ("data.data_dir=gs://bucket/data", "remote storage (gs://) is not supported yet"),
-    ("llm.cache_dir=hdfs://x/cache", "remote storage (hdfs://)"),
+    ("output_dir=ftp://host/runs", "config key 'output_dir': got 'ftp://host/runs'; ftp:// is not a storage pyarrow.fs"),
+    ("data.data_dir=gs://bucket/data", "remote storage (gs://) is not supported here"),
+    ("llm.cache_dir=http://x/cache", "http:// is not a storage pyarrow.fs reaches"),
     ("train", "key=value"),
     ("run_id=../escape", "config key 'run_id': got '../escape'; a run id is one folder name under output_dir"),
     ("run_id=/abs/run", "config key 'run_id': got '/abs/run'; a run id is one folder name"),
@@ -190,7 +190,7 @@ def test_date_in_a_run_id_is_the_utc_date_so_a_retry_of_the_night_resumes_it(tmp
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
     if first.run_id != f"nightly-{today}":  # the clock passed midnight UTC between the two reads
         today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-    assert first.run_id == f"nightly-{today}" and first.root == tmp_path / f"nightly-{today}"
+    assert first.run_id == f"nightly-{today}" and Path(first.root) == tmp_path / f"nightly-{today}"
     again = Run(load_config(None, [f"output_dir={tmp_path}", "run_id=nightly-{date}"]))
     assert again.root == first.root and again.manifest["created"] == first.manifest["created"]
 
@@ -263,7 +263,7 @@ def test_print_config_and_help_from_the_command_line(tmp_path):
     for key, kind, _, meaning in describe_keys():
         assert key in shown.stdout
     assert "train.learning_rate" in shown.stdout and "float (> 0) = 0.001" in shown.stdout
-    bad = job("eval.ks=[0]", "output_dir=s3://bucket/x")
+    bad = job("eval.ks=[0]", "output_dir=ftp://bucket/x")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert [line.split(":")[0] for line in bad.stderr.splitlines()] == ["error", "error"]
 

@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,7 +131,7 @@ def test_the_report_renders_in_headless_chromium(tmp_path):
     assert counts["tables"] >= 7
     screenshot = tmp_path / "report.png"
     subprocess.run([browser, *flags, "--window-size=1280,4000", f"--screenshot={screenshot}",
-                    (run.root / REPORT_FILE).as_uri()], capture_output=True, timeout=120)
+                    Path(run.root / REPORT_FILE).as_uri()], capture_output=True, timeout=120)
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
 
 

@@ -21,11 +21,11 @@ import datetime
 import hashlib
 import json
 import os
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
+from rec_core.storage.location import Location
 from rec_core.storage.part_files import PartFolder, write_part
 
 COLUMNS = ["key", "model", "output", "num_input_tokens", "num_generated_tokens", "created"]
@@ -37,13 +37,13 @@ def prompt_key(model: str, sampling_params: dict, prompt: str) -> str:
 
 
 class PromptCache:
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: "str | os.PathLike | Location"):
+        self.folder = Location.of(folder)
+        self.folder.mkdir()
         self._parts = PartFolder(self.folder)
         self.quarantined_ = self._parts.quarantined_  # damaged parts this cache moved aside
 
-    def parts(self) -> list[Path]:
+    def parts(self) -> list[Location]:
         return self._parts.parts()
 
     def lookup(self, keys) -> pd.DataFrame:

@@ -31,11 +31,11 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from rec_core.llm.prompt_cache import PromptCache, prompt_key
+from rec_core.storage.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,7 @@ def _normalise(batch: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def cache_folder(config: dict) -> Path:
-    """Shared across runs: llm.cache_dir, or <output_dir>/llm_cache."""
-    return Path(config["llm"]["cache_dir"] or Path(config["output_dir"]) / "llm_cache").expanduser().resolve()
+def cache_folder(config: dict) -> Location:
+    """Shared across runs: llm.cache_dir, or <output_dir>/llm_cache (a local folder or an object store's)."""
+    return Location.of(config["llm"]["cache_dir"]) if config["llm"]["cache_dir"] else \
+        Location.of(config["output_dir"]) / "llm_cache"

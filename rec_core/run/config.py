@@ -46,8 +46,19 @@ URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 def _local_path(value: str | None) -> str | None:
     if value is not None and URI.match(value):
-        raise ValueError(f"remote storage ({value.split('://')[0]}://) is not supported yet: "
+        raise ValueError(f"remote storage ({value.split('://')[0]}://) is not supported here: "
                          "give a local or mounted path")
+    return value
+
+
+# Where runs and caches may live: a local path or one of these (rec_core.storage.location, pyarrow.fs)
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def _storage_path(value: str | None) -> str | None:
+    if value is not None and URI.match(value) and value.split("://")[0].lower() not in STORAGE_SCHEMES:
+        raise ValueError(f"{value.split('://')[0]}:// is not a storage pyarrow.fs reaches: give a local path or "
+                         f"one of {', '.join(scheme + '://' for scheme in STORAGE_SCHEMES)}")
     return value
 
 
@@ -67,6 +78,7 @@ def _shares(value: list[float]) -> list[float]:
 
 
 LocalPath = Annotated[Optional[str], AfterValidator(_local_path)]
+StoragePath = Annotated[Optional[str], AfterValidator(_storage_path)]
 Shares = Annotated[list[float], BeforeValidator(_as_list), AfterValidator(_shares)]
 
 
@@ -231,7 +243,8 @@ class LLMConfig(Section):
     max_tokens: int = Field(256, ge=1, description="output tokens per answer, at most")
     temperature: float = Field(0.0, ge=0, description="sampling temperature (0 = greedy)")
     enforce_eager: bool = Field(True, description="skip torch.compile: 47 s start-up instead of ~170 s on CPU")
-    cache_dir: LocalPath = Field(None, description="prompt cache; None: <output_dir>/llm_cache, shared by the runs")
+    cache_dir: StoragePath = Field(None, description="prompt cache (a path or a URI, as output_dir); None: "
+                                                     "<output_dir>/llm_cache, shared by the runs")
     cache_flush_rows: int = Field(64, ge=1, description="answers written to the cache per chunk (a killed run "
                                                         "loses at most this many)")
     cache_max_parts: int = Field(64, ge=1, description="from more part files than this on, the stage ends by "
@@ -338,7 +351,9 @@ class RunConfig(Section):
                                                           "(the published run; none yet: a full run): an "
                                                           "incremental night that reuses what did not change "
                                                           "(rec_core.run.incremental)")
-    output_dir: Annotated[str, AfterValidator(_local_path)] = Field("runs", description="every run writes <output_dir>/<run_id>/<table>/ and manifest.json")
+    output_dir: Annotated[str, AfterValidator(_storage_path)] = Field(
+        "runs", description="every run writes <output_dir>/<run_id>/<table>/ and manifest.json; a local path or "
+                            "an object store's URI, e.g. s3://bucket/runs (rec_core.storage.location)")
     seed: int = Field(2026, ge=0, description="seeds model initialisation and sampling (split.seed seeds the "
                                               "split)")
     models: Annotated[list[str], BeforeValidator(_as_list)] = Field(DEFAULT_MODELS, min_length=1, description="models to train and evaluate: "

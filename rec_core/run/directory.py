@@ -13,10 +13,20 @@ read (`inputs`). A read checks the file against its checksum (a damaged or trunc
 error naming the stage to rerun, never silently used); a finished stage is skipped only if its
 outputs still match and its inputs are the ones it ran on, else it runs again.
 
+Storage: `output_dir` is a local folder or an object-store URI (`s3://bucket/runs`, `gs://...`;
+rec_core.storage.location), so a cluster without a shared POSIX volume keeps its runs in a bucket;
+the run's root is a Location, and every table, the manifest and the model files go through it.
+
 One driver per run: the first opener of a run folder holds an exclusive lock on `<run>/.lock`
 (flock: the kernel releases it when that process ends, also on SIGKILL, so a dead driver never
 holds it). A second driver on the same run id refuses at once, naming the holder. On NFS the lock
 is a POSIX byte-range lock (Linux emulates flock so); other shared file systems must support one.
+An object store has no locks: there `.lock` is a lease, an object naming the driver that a thread
+of it rewrites every LEASE_RENEW_SECONDS; another driver refuses while the lease is younger than
+LEASE_SECONDS, and takes it over when it is older (a killed driver's run can be resumed after
+that long). Two drivers starting within the same second can both write it; each reads it back
+after LEASE_SETTLE_SECONDS and the one whose token is not there refuses (best effort: object
+stores without conditional writes allow no more).
 
 A run's identity is its pinned settings (PINNED_SECTIONS), the code version and the input data:
 a rerun under the same run id with other settings, other code or changed data files is refused
@@ -27,6 +37,7 @@ contents) and checked against those same files whenever the run is opened again.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import datetime
 import fcntl
@@ -34,9 +45,9 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -47,6 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rec_core.run.config import ConfigError
+from rec_core.storage.location import Location, read_parquet
 from rec_core.storage.part_files import file_sha256, write_atomically
 
 log = logging.getLogger(__name__)
@@ -72,7 +84,10 @@ CODE_VERSION_FILE = "CODE_VERSION"  # beside pyproject.toml; written by an image
 UNKNOWN_VERSION = "unknown"
 RUN_DATE_FIELD = "{date}"  # in a run id: the UTC date, YYYYMMDD (run_id=nightly-{date})
 LOCK_FILE = ".lock"
-_held_locks: dict[Path, int] = {}  # run folder -> the open lock file this process holds
+LEASE_SECONDS = 120.0  # an object store's run lease: older than this, its driver is taken for dead
+LEASE_RENEW_SECONDS = 20.0
+LEASE_SETTLE_SECONDS = 1.0
+_held_locks: dict[Location, "int | RunLease"] = {}  # run folder -> the lock file or the lease this process holds
 
 
 def code_version() -> str:
@@ -106,11 +121,14 @@ def data_fingerprint(paths: list[str]) -> dict:
     return {"files": files, "sha256": overall.hexdigest()}
 
 
-def lock_run_folder(root: Path, run_id: str) -> None:
+def lock_run_folder(root: Location, run_id: str) -> None:
     """Hold `<root>/.lock` for the rest of this process, or refuse naming the driver that holds it."""
     if root in _held_locks:
         return
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    if not root.is_local:
+        _held_locks[root] = RunLease(root / LOCK_FILE, run_id)
+        return
+    fd = os.open(root.as_path() / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -123,9 +141,60 @@ def lock_run_folder(root: Path, run_id: str) -> None:
     _held_locks[root] = fd
 
 
-def unique_temporary(target: Path) -> Path:
-    """A temporary name beside `target` that no other writer uses (then os.replace onto target)."""
-    return target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+def _holder() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}"
+
+
+class RunLease:
+    """The lock of a run on an object store (the module docstring): taken in `__init__` or refused
+    with a ConfigError naming the holder, renewed by a daemon thread, deleted by `release`."""
+
+    def __init__(self, lock: Location, run_id: str):
+        self.lock, self.token, self.holder = lock, uuid.uuid4().hex, _holder()
+        current = self._read()
+        if current and current["token"] != self.token and time.time() - current["renewed"] < LEASE_SECONDS:
+            raise ConfigError(self._refusal(run_id, current))
+        self._write()
+        time.sleep(LEASE_SETTLE_SECONDS)
+        current = self._read()
+        if not current or current["token"] != self.token:
+            raise ConfigError(self._refusal(run_id, current or {"holder": "another driver"}))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease {lock}", daemon=True)
+        self._thread.start()
+        atexit.register(self.release)  # a driver that ends (also by SIGTERM: rec_core.run.stopping) frees its run
+
+    def _refusal(self, run_id: str, current: dict) -> str:
+        return (f"run {run_id} in {self.lock.parent.parent} is in use by another driver ({current['holder']}); wait "
+                f"for it to end or use another run_id (its lease lapses {LEASE_SECONDS:.0f} s after that driver "
+                "stops renewing it)")
+
+    def _read(self) -> dict | None:
+        try:
+            return json.loads(self.lock.read_text())
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError):
+            return {"token": "", "holder": "unreadable lease", "renewed": 0.0}
+
+    def _write(self) -> None:
+        self.lock.write_text(json.dumps({"token": self.token, "holder": self.holder, "renewed": time.time()}))
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_RENEW_SECONDS):
+            try:
+                self._write()
+            except OSError as error:  # the store unreachable for a while: try again at the next beat
+                log.warning("could not renew the run lease %s: %s", self.lock, error)
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        current = self._read()
+        if current and current["token"] == self.token:
+            self.lock.unlink(missing_ok=True)
 
 
 def _changed_files(recorded: dict) -> list[str]:
@@ -149,11 +218,11 @@ class Run:
             today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
             config["run_id"] = str(config["run_id"]).replace(RUN_DATE_FIELD, today)
         self.run_id = str(config["run_id"])
-        self.root = Path(config["output_dir"]).expanduser().resolve() / self.run_id
+        self.root = Location.of(config["output_dir"]) / self.run_id
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir()
             probe = self.root / f".write-probe-{os.getpid()}"
-            probe.touch()
+            probe.write_bytes(b"")
             probe.unlink()
         except OSError as error:
             raise ConfigError(f"output_dir={config['output_dir']}: cannot write the run folder {self.root} "
@@ -183,9 +252,11 @@ class Run:
 
     def release(self) -> None:
         """Give up this process's lock on the run (a harness handing the run to another driver)."""
-        fd = _held_locks.pop(self.root, None)
-        if fd is not None:
-            os.close(fd)
+        held = _held_locks.pop(self.root, None)
+        if isinstance(held, RunLease):
+            held.release()
+        elif held is not None:
+            os.close(held)
 
     def _check_identity(self) -> None:
         """Refuse to continue a run with other code or changed input data."""
@@ -210,14 +281,14 @@ class Run:
 
     # ---------------------------------------------------------------- tables
 
-    def table_path(self, name: str) -> Path:
+    def table_path(self, name: str) -> Location:
         return self.root / name
 
     def write_table(self, name: str, frame: pd.DataFrame) -> int:
         """Write `frame` as <run>/<name>/part-0.parquet (atomically: temp file, then rename) and
         register its checksum."""
         folder = self.table_path(name)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()
         write_atomically(pa.Table.from_pandas(frame, preserve_index=False), folder / TABLE_FILE)
         self.register_output(f"{name}/{TABLE_FILE}")
         return len(frame)
@@ -229,9 +300,9 @@ class Run:
         (atomically: temp file, then rename) and its checksum is registered when the block ends
         without an error; an error leaves no table behind."""
         folder = self.table_path(name)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir()
         target = folder / TABLE_FILE
-        writer = TableWriter(unique_temporary(target))
+        writer = TableWriter(target.temporary_sibling())
         try:
             yield writer
             writer.close()
@@ -239,7 +310,7 @@ class Run:
             writer.close()
             writer.path.unlink(missing_ok=True)
             raise
-        os.replace(writer.path, target)
+        writer.path.replace(target)
         self.register_output(f"{name}/{TABLE_FILE}")
 
     @contextmanager
@@ -251,16 +322,16 @@ class Run:
         parts are registered (a table of no rows gets an empty part, so it reads as empty); an
         error leaves no table behind."""
         folder = self.table_path(name)
-        shutil.rmtree(folder, ignore_errors=True)
+        folder.remove_tree()
         for relative in [relative for relative in self.manifest["outputs"] if relative.startswith(f"{name}/")]:
             del self.manifest["outputs"][relative]
-        folder.mkdir(parents=True)
+        folder.mkdir()
         try:
             yield folder
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            folder.remove_tree()
             raise
-        parts = sorted(folder.glob(PART_GLOB))
+        parts = folder.glob(PART_GLOB)
         if not parts:
             write_atomically(pa.table({}), folder / TABLE_FILE)
             parts = [folder / TABLE_FILE]
@@ -270,7 +341,7 @@ class Run:
     def register_output(self, relative: str) -> None:
         """Record the checksum of file <run>/<relative>, written by the stage now running."""
         path = self.root / relative
-        self.manifest["outputs"][relative] = {"sha256": file_sha256(path), "bytes": path.stat().st_size,
+        self.manifest["outputs"][relative] = {"sha256": file_sha256(path), "bytes": path.size(),
                                               "stage": self._running_stage}
         if self._stage_outputs is not None:
             self._stage_outputs.append(relative)
@@ -290,7 +361,7 @@ class Run:
             recorded, path = self.manifest["outputs"].get(relative), self.root / relative
             if not path.is_file():
                 damaged.append(f"{relative} (missing)")
-            elif recorded and (path.stat().st_size != recorded["bytes"] or file_sha256(path) != recorded["sha256"]):
+            elif recorded and (path.size() != recorded["bytes"] or file_sha256(path) != recorded["sha256"]):
                 damaged.append(f"{relative} (checksum differs)")
         return damaged
 
@@ -347,15 +418,13 @@ class Run:
         log.info("stage %s done in %.1f s", name, record["seconds"])
 
     def save_manifest(self) -> None:
-        temporary = unique_temporary(self.manifest_path)
-        temporary.write_text(json.dumps(self.manifest, indent=2, default=str))
-        os.replace(temporary, self.manifest_path)
+        self.manifest_path.write_text(json.dumps(self.manifest, indent=2, default=str))  # atomic
 
 
 class TableWriter:
     """Appends frames of one schema (the first frame's) to a Parquet file, one row group each."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Location):
         self.path, self.rows, self._writer = path, 0, None
 
     def write(self, frame: pd.DataFrame) -> None:
@@ -363,23 +432,24 @@ class TableWriter:
             return
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema)
+            self._writer = pq.ParquetWriter(self.path.path, table.schema, filesystem=self.path.fs)
         self._writer.write_table(table.cast(self._writer.schema))
         self.rows += len(frame)
 
     def close(self) -> None:
         if self._writer is None:  # nothing written: an empty table of no columns
-            pq.write_table(pa.table({}), self.path)
+            pq.write_table(pa.table({}), self.path.path, filesystem=self.path.fs)
         else:
             self._writer.close()
         self._writer = None
 
 
-def read_run_table(root: Path, name: str, manifest: dict | None = None, filters=None) -> pd.DataFrame:
+def read_run_table(root: "str | os.PathLike | Location", name: str, manifest: dict | None = None,
+                   filters=None) -> pd.DataFrame:
     """Table `name` of the run in folder `root` (also of a run this process does not own), checked
     against the checksum in its manifest (read from `root` unless given); a table that is damaged
     is a ConfigError naming it and the stage that wrote it, which runs again on the next rerun."""
-    root = Path(root)
+    root = Location.of(root)
     folder = root / name
     if not folder.is_dir():
         raise FileNotFoundError(f"table '{name}' not found in run {root}; run the stage that writes it")
@@ -398,8 +468,8 @@ def read_run_table(root: Path, name: str, manifest: dict | None = None, filters=
         damage = f"its checksum differs from the manifest's: {altered[0]}"
     else:
         try:  # the registered parts in name order (a sharded table's shard order), else the folder
-            source = [str(root / relative) for relative in sorted(parts)] if parts else folder
-            return pq.read_table(source, filters=filters).to_pandas()
+            source = [root / relative for relative in sorted(parts)] if parts else folder
+            return read_parquet(source, filters=filters).to_pandas()
         except (pa.ArrowException, OSError) as error:
             damage = str(error)
     stage = f"stage {writer}" if writer else "the stage that writes it"
@@ -415,17 +485,18 @@ def _sibling_models(stage: str, writer: str | None) -> bool:
             and writer.startswith("train:"))
 
 
-def text_cache_folder(config: dict) -> Path:
+def text_cache_folder(config: dict) -> Location:
     """The text-embedding cache (rec_core.text.encoder), shared by the stages and runs of an output_dir."""
-    return Path(config["output_dir"]).expanduser().resolve() / "text_embedding_cache"
+    return Location.of(config["output_dir"]) / "text_embedding_cache"
 
 
-def fork_upstream(source: Path, config: dict) -> Run:
+def fork_upstream(source: "str | os.PathLike | Location", config: dict) -> Run:
     """A new run for `config` starting with the finished stages before training of the run in
     `source` (their tables copied, their manifest records kept, `forked_from` noted), so that a sweep
     of training settings computes ingest, semantic and crowd tables once. Refused unless the two
     configs agree on every pinned section outside TRAINING_SECTIONS (the sections those stages
     read), and unless the new run id is unused."""
+    source = Location.of(source)
     old = json.loads((source / "manifest.json").read_text())
     differing = differing_settings(old["config"], config,
                                    [key for key in PINNED_SECTIONS if key.split(".")[0] not in TRAINING_SECTIONS])
@@ -441,7 +512,7 @@ def fork_upstream(source: Path, config: dict) -> Run:
             continue
         for table in record.get("rows", {}):
             if (source / table).is_dir():
-                shutil.copytree(source / table, run.table_path(table), dirs_exist_ok=True)
+                (source / table).copy_tree(run.table_path(table))
         run.manifest["stages"][stage] = {**record, "forked_from": str(source)}
         run.manifest["outputs"].update({relative: entry for relative, entry in old.get("outputs", {}).items()
                                         if entry.get("stage") == stage})

@@ -35,13 +35,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from rec_core.run.config import LATEST, ConfigError
 from rec_core.run.directory import Run, differing_settings, read_run_table
+from rec_core.storage.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,7 @@ def plan_night(run: Run) -> dict:
     if "incremental" in run.manifest:
         return run.manifest["incremental"]
     config = run.config
-    previous = resolve_previous_run(Path(config["output_dir"]).expanduser().resolve(), config["previous_run"],
-                                    run.root)
+    previous = resolve_previous_run(Location.of(config["output_dir"]), config["previous_run"], run.root)
     plan = {"mode": FULL, "previous_run": None, "previous_root": None, "nights_since_full": 0}
     if previous is None:
         plan["reason"] = ("no previous_run" if config["previous_run"] is None
@@ -83,7 +82,7 @@ def plan_night(run: Run) -> dict:
     return plan
 
 
-def resolve_previous_run(output_dir: Path, previous_run: str | None, this_root: Path) -> Path | None:
+def resolve_previous_run(output_dir: Location, previous_run: str | None, this_root: Location) -> Location | None:
     """The folder of `previous_run` ('latest': the published run, None before the first publication)."""
     from rec_core.run.publish import published_run  # publish imports this package's directory module
 
@@ -98,28 +97,28 @@ def resolve_previous_run(output_dir: Path, previous_run: str | None, this_root: 
         if not (folder / "manifest.json").is_file():
             raise ConfigError(f"previous_run={previous_run}: no run {folder} (a run id of {output_dir}, or "
                               f"'{LATEST}')")
-    if folder.resolve() == this_root.resolve():
+    if folder == this_root:
         raise ConfigError(f"previous_run={previous_run} is this run ({this_root}): a night starts from another run")
     return folder
 
 
-def previous_root(run: Run) -> Path | None:
+def previous_root(run: Run) -> Location | None:
     """The previous run's folder when this night is incremental, else None (a full run)."""
     plan = plan_night(run) if run.config.get("previous_run") is not None else run.manifest.get("incremental")
-    return Path(plan["previous_root"]) if plan and plan["mode"] == INCREMENTAL else None
+    return Location.of(plan["previous_root"]) if plan and plan["mode"] == INCREMENTAL else None
 
 
 # ------------------------------------------------------------------------------ ids across runs
 
 
-def item_rows(previous: Path, items: pd.DataFrame) -> np.ndarray:
+def item_rows(previous: Location, items: pd.DataFrame) -> np.ndarray:
     """For each item of this run (dense id order), its dense id in the previous run, -1 if new."""
     before = read_run_table(previous, "items")
     index = pd.Series(before["item_id"].to_numpy(), index=before["source_id"].astype(str))
     return index.reindex(items["source_id"].astype(str)).fillna(-1).to_numpy(np.int64)
 
 
-def items_now(previous: Path, items: pd.DataFrame) -> np.ndarray:
+def items_now(previous: Location, items: pd.DataFrame) -> np.ndarray:
     """For each item of the previous run (its dense id order), its dense id in this run, -1 if gone."""
     before = read_run_table(previous, "items")
     index = pd.Series(items["item_id"].to_numpy(), index=items["source_id"].astype(str))
@@ -135,7 +134,7 @@ def history_keys(items: pd.DataFrame, histories: dict[int, list[int]]) -> dict[i
             for history, item_ids in histories.items()}
 
 
-def reusable_groupings(previous: Path, table_name: str, id_column: str, keys: dict[int, str],
+def reusable_groupings(previous: Location, table_name: str, id_column: str, keys: dict[int, str],
                        items: pd.DataFrame) -> pd.DataFrame:
     """The previous run's rows of `table_name` for the histories (id -> history key) whose key it
     grouped too, with this run's ids; histories without a match are left for grouping."""
@@ -170,7 +169,7 @@ def training_histories(users: pd.DataFrame, items: pd.DataFrame, interactions: p
     return pd.Series(digests.to_numpy(), index=user_sources.reindex(digests.index).to_numpy())
 
 
-def unchanged_training_users(previous: Path, run: Run) -> dict[str, int]:
+def unchanged_training_users(previous: Location, run: Run) -> dict[str, int]:
     """source id -> this run's dense id of every training user whose training interactions (items, in
     order) are exactly those of the previous run, where it was a training user too."""
     names = ("users", "items", "interactions", "user_splits")
@@ -183,7 +182,7 @@ def unchanged_training_users(previous: Path, run: Run) -> dict[str, int]:
     return {str(source): int(dense[source]) for source in same}
 
 
-def kept_synthesized_users(previous: Path, run: Run) -> tuple[pd.DataFrame, int]:
+def kept_synthesized_users(previous: Location, run: Run) -> tuple[pd.DataFrame, int]:
     """The previous run's synthesized users whose cliques have only unchanged training users, with
     this run's user and item ids (in their previous order), and how many previous cliques were dropped."""
     try:

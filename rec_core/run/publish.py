@@ -9,7 +9,9 @@ claims.
 
 Publishing writes `<run>/_SUCCESS`, records `publish` in the run's manifest, and then replaces the
 `latest` symlink atomically (a new link under a temporary name, renamed over the old one), so a
-reader sees either yesterday's run or today's, never neither. `publish.keep_runs` > 0 deletes
+reader sees either yesterday's run or today's, never neither. An object store (output_dir=s3://...)
+has no links: there `latest` is an object holding the published run's id (one upload, so again
+yesterday's or today's), and a reader reads it, then `<output_dir>/<that id>/`. `publish.keep_runs` > 0 deletes
 the oldest runs beyond that number, except published ones (they have `_SUCCESS`), the run being
 published, and any run with a stage still marked running.
 """
@@ -19,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import pandas as pd
 
 from rec_core.run.config import LATEST, ConfigError
 from rec_core.run.directory import Run, utc_now
+from rec_core.storage.location import Location, read_parquet
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +52,20 @@ class GateCheck:
         return self.candidate >= self.floor
 
 
-def published_run(output_dir: Path) -> Path | None:
+def published_run(output_dir: "str | os.PathLike | Location") -> Location | None:
     """The run `latest` points at, or None before the first publication."""
+    output_dir = Location.of(output_dir)
     pointer = output_dir / LATEST
-    if not pointer.is_symlink():
+    if not output_dir.is_local:
+        if not pointer.is_file():
+            return None
+        target = output_dir / pointer.read_text().strip()
+    elif not Path(pointer.path).is_symlink():
         if pointer.exists():
             raise ConfigError(f"{pointer} exists but is not the publication symlink; move it away")
         return None
-    target = pointer.resolve()
+    else:
+        target = Location.of(Path(pointer.path).resolve())
     if not (target / SUCCESS_MARKER).is_file():
         raise ConfigError(f"{pointer} points at {target}, which has no {SUCCESS_MARKER}: repair the pointer")
     return target
@@ -89,7 +97,7 @@ def publish(run: Run) -> dict:
         if before["config"]["data"]["dataset"] != run.config["data"]["dataset"]:
             raise ConfigError(f"the published run {previous.name} is on data set {before['config']['data']['dataset']}, "
                               f"this one on {run.config['data']['dataset']}: use one output_dir per data set")
-        checks = gate_checks(run.read_table("metrics"), pd.read_parquet(previous / "metrics"), settings["metric"],
+        checks = gate_checks(run.read_table("metrics"), read_parquet(previous / "metrics").to_pandas(), settings["metric"],
                              k, settings["tolerance"])
         record["checks"] = [{**asdict(check), "passed": check.passed} for check in checks]
         failed = [check for check in checks if not check.passed]
@@ -114,21 +122,24 @@ def publish(run: Run) -> dict:
     return record
 
 
-def _point_latest_at(output_dir: Path, target: Path) -> None:
-    temporary = output_dir / f".{LATEST}.{os.getpid()}"
+def _point_latest_at(output_dir: Location, target: Location) -> None:
+    if not output_dir.is_local:  # an object holding the run id, replaced by one upload
+        (output_dir / LATEST).write_text(target.name + "\n")
+        return
+    temporary = Path(output_dir.path) / f".{LATEST}.{os.getpid()}"
     if temporary.is_symlink() or temporary.exists():
         temporary.unlink()
     temporary.symlink_to(target.name, target_is_directory=True)  # relative: the folder may be moved
-    os.replace(temporary, output_dir / LATEST)
+    os.replace(temporary, Path(output_dir.path) / LATEST)
 
 
-def runs_of(output_dir: Path) -> list[tuple[Path, dict]]:
+def runs_of(output_dir: "str | os.PathLike | Location") -> list[tuple[Location, dict]]:
     """(folder, manifest) of every run in `output_dir`, newest first by creation time; the pointer,
     the caches and folders whose manifest cannot be read are not runs here."""
     runs = []
-    for folder in output_dir.iterdir():
+    for folder in Location.of(output_dir).iterdir():
         manifest = folder / "manifest.json"
-        if folder.is_symlink() or not manifest.is_file():
+        if folder.name == LATEST or not manifest.is_file():
             continue
         try:
             runs.append((folder, json.loads(manifest.read_text())))
@@ -137,7 +148,7 @@ def runs_of(output_dir: Path) -> list[tuple[Path, dict]]:
     return sorted(runs, key=lambda entry: entry[1].get("created", ""), reverse=True)
 
 
-def prune_runs(output_dir: Path, keep_runs: int, keep: Path) -> list[str]:
+def prune_runs(output_dir: Location, keep_runs: int, keep: Location) -> list[str]:
     """Delete the runs beyond the newest `keep_runs` (0: none), sparing published and unfinished ones."""
     if keep_runs <= 0:
         return []
@@ -146,7 +157,7 @@ def prune_runs(output_dir: Path, keep_runs: int, keep: Path) -> list[str]:
         running = any(stage.get("status") == "running" for stage in info.get("stages", {}).values())
         if folder == keep or (folder / SUCCESS_MARKER).exists() or running:
             continue
-        shutil.rmtree(folder)
+        folder.remove_tree()
         deleted.append(folder.name)
     if deleted:
         log.info("retention (publish.keep_runs=%d): deleted runs %s", keep_runs, ", ".join(deleted))

@@ -18,10 +18,11 @@ import logging
 import os
 import re
 import uuid
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from rec_core.storage.location import Location, write_parquet
 
 
 log = logging.getLogger(__name__)
@@ -32,54 +33,51 @@ DIGEST_CHARS = 16
 _DIGEST = re.compile(r"\.sha256-([0-9a-f]{%d})\.parquet$" % DIGEST_CHARS)
 
 
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: "str | os.PathLike | Location") -> str:
+    return Location.of(path).sha256()
 
 
-def write_atomically(table: pa.Table, target: Path) -> None:
-    """`table` as the Parquet file `target`, written to a temporary name beside it that no other
-    writer uses, then renamed: a reader sees the whole file or none."""
-    temporary = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, temporary)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+def write_atomically(table: pa.Table, target: "str | os.PathLike | Location") -> None:
+    """`table` as the Parquet file `target`: a reader sees the whole file or none (locally a
+    temporary name beside it, then a rename; on an object store one upload)."""
+    write_parquet(table, Location.of(target))
 
 
-def write_part(folder: Path, table: pa.Table, stamp: str | None = None) -> Path:
-    """Write `table` as a new part of `folder` (atomically) and return its path. `stamp`: the time
-    in its name (parts sort by it, the newest last); None: now."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"part-{stamp or format(datetime.datetime.now(), '%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    temporary = folder / f".{stem}.tmp"
-    pq.write_table(table, temporary)
-    target = folder / f"{stem}.sha256-{file_sha256(temporary)[:DIGEST_CHARS]}.parquet"
-    os.replace(temporary, target)
+def write_part(folder: "str | os.PathLike | Location", table: pa.Table, stamp: str | None = None) -> Location:
+    """Write `table` as a new part of `folder` (atomically) and return where. `stamp`: the time
+    in its name (parts sort by it, the newest last); None: now, to the microsecond (to the second,
+    two parts of one second sorted by their random suffix: a key's newer answer could lose to its
+    older one; an older part's 14-digit stamp still sorts before a newer 20-digit one)."""
+    folder = Location.of(folder)
+    folder.mkdir()
+    stem = f"part-{stamp or format(datetime.datetime.now(), '%Y%m%d%H%M%S%f')}-{uuid.uuid4().hex[:8]}"
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    data = buffer.getvalue().to_pybytes()
+    target = folder / f"{stem}.sha256-{hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]}.parquet"
+    target.write_bytes(data)
     return target
 
 
 class PartFolder:
     """The parts of one cache folder; `quarantined_` lists the parts this reader moved aside."""
 
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
+    def __init__(self, folder: "str | os.PathLike | Location"):
+        self.folder = Location.of(folder)
         self.quarantined_: list[str] = []
 
-    def parts(self) -> list[Path]:
-        return sorted(self.folder.glob(PART_GLOB)) if self.folder.is_dir() else []
+    def parts(self) -> list[Location]:
+        return self.folder.glob(PART_GLOB)
 
-    def read(self, part: Path, **read_options) -> pa.Table | None:
-        """The part's table (pq.read_table options), or None when it is damaged (then quarantined)."""
+    def read(self, part: Location, **read_options) -> pa.Table | None:
+        """The part's table (pq.read_table options), or None when it is damaged (then quarantined).
+        The file is fetched once: its checksum and its table come from the same bytes."""
         expected = _DIGEST.search(part.name)
         try:
-            if expected and file_sha256(part)[:DIGEST_CHARS] != expected.group(1):
+            data = part.read_bytes()
+            if expected and hashlib.sha256(data).hexdigest()[:DIGEST_CHARS] != expected.group(1):
                 return self._quarantine(part, "its content does not match the checksum in its name")
-            return pq.read_table(part, **read_options)
+            return pq.read_table(pa.BufferReader(data), **read_options)
         except FileNotFoundError:  # another reader quarantined it meanwhile
             return None
         except (pa.ArrowException, OSError) as error:
@@ -129,11 +127,11 @@ class PartFolder:
             log.info("cache %s: %d parts compacted into %d", self.folder, removed, len(self.parts()) - len(parts) + removed)
         return removed
 
-    def _quarantine(self, part: Path, reason: str) -> None:
+    def _quarantine(self, part: Location, reason: str) -> None:
         aside = self.folder / QUARANTINE
-        aside.mkdir(exist_ok=True)
+        aside.mkdir()
         try:
-            os.replace(part, aside / part.name)
+            part.replace(aside / part.name)
         except FileNotFoundError:
             return None
         self.quarantined_.append(part.name)

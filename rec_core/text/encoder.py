@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from rec_core.storage.location import Location
 from rec_core.storage.part_files import PartFolder, write_part
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class TextEncoder:
     def __init__(self, model_path: str | None = None, cache_dir: str | os.PathLike | None = None,
                  batch_size: int = 256):
         self.model_path, self.batch_size = model_path, batch_size
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_dir = Location.of(cache_dir) if cache_dir is not None else None
         self.id_ = encoder_id(model_path)
         self.model_ = None
         self.hits_, self.embedded_ = 0, 0

@@ -3,7 +3,8 @@
 Each worker reads the run's Parquet tables itself (so nothing large travels through the object
 store), builds the recipe, wraps the model in DDP (`ray.train.torch.prepare_model`, gloo on CPU)
 and reports every epoch with a checkpoint (from rank 0). The run is named after the model and
-stored under <run>/ray_train/, so a killed run started again with the same run id is restored by
+stored under <run>/ray_train/ (on the run's own storage: a bucket's prefix when output_dir is an
+object store, through Ray Train's `storage_filesystem`), so a killed run started again with the same run id is restored by
 Ray Train from its latest checkpoint instead of starting over (Ray Train V2 restores a run whose
 name and storage path already hold one).
 """
@@ -13,10 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from rec_core.data.splits import build_protocol
@@ -24,6 +23,7 @@ from rec_core.graph.bipartite import ITEM, USER, protocol_graph
 from rec_core.interests.coherence import shuffled_clusters
 from rec_core.models.names import parse_model_name
 from rec_core.session.protocol import session_protocol
+from rec_core.storage.location import Location, parquet_rows, read_parquet
 from rec_core.train.distill_recipe import DistillTraining
 from rec_core.train.graph_recipe import GraphTraining
 from rec_core.train.recipe import MultiInterestTraining
@@ -35,44 +35,44 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 
 
-def load_clusters(run_root: str | Path, table_name: str = "user_semantic_clusters",
+def load_clusters(run_root: str | Location, table_name: str = "user_semantic_clusters",
                   id_column: str = "user_id") -> dict[int, list[list[int]]]:
     """id -> semantic clusters (item-id lists) of a semantic-clusters table of the run (failed rows left out)."""
-    path = Path(run_root) / table_name
+    path = Location.of(run_root) / table_name
     if not path.is_dir():
         stage = "semantic" if table_name == "user_semantic_clusters" else "synthesize and crowd_semantic"
         raise FileNotFoundError(f"{path} not found: run the {stage} stage(s) before training this model")
-    table = pq.read_table(path).to_pandas()
+    table = read_parquet(path).to_pandas()
     table = table[table["status"] != "failed"].sort_values([id_column, "cluster"])
     return {int(key): [list(map(int, items)) for items in group["item_ids"]]
             for key, group in table.groupby(id_column)}
 
 
-def is_session_run(run_root: str | Path) -> bool:
+def is_session_run(run_root: str | Location) -> bool:
     """Session data (the ingest stage wrote `session_splits`): trained and evaluated on the session protocol."""
-    return (Path(run_root) / "session_splits").is_dir()
+    return (Location.of(run_root) / "session_splits").is_dir()
 
 
-def load_protocol(run_root: str | Path, history_fraction: float):
+def load_protocol(run_root: str | Location, history_fraction: float):
     """The run's ProtocolData: the session protocol for session data (rec_core.session.protocol;
     every model is trained and evaluated on it), else the ComiRec user protocol."""
-    run_root = Path(run_root)
-    num_items = pq.read_metadata(run_root / "items" / "part-0.parquet").num_rows
+    run_root = Location.of(run_root)
+    num_items = parquet_rows(run_root / "items" / "part-0.parquet")
     if is_session_run(run_root):
-        return session_protocol(pq.read_table(run_root / "sessions").to_pandas(),
-                                pq.read_table(run_root / "session_splits").to_pandas(), num_items)
-    interactions = pq.read_table(run_root / "interactions").to_pandas()
-    user_splits = pq.read_table(run_root / "user_splits").to_pandas()
+        return session_protocol(read_parquet(run_root / "sessions").to_pandas(),
+                                read_parquet(run_root / "session_splits").to_pandas(), num_items)
+    interactions = read_parquet(run_root / "interactions").to_pandas()
+    user_splits = read_parquet(run_root / "user_splits").to_pandas()
     return build_protocol(interactions, user_splits, num_items, history_fraction)
 
 
-def load_descriptions(run_root: str | Path, graph) -> list[np.ndarray]:
+def load_descriptions(run_root: str | Location, graph) -> list[np.ndarray]:
     """Per description layer, the [users + items, text dim] embeddings of `node_text_embeddings`
     in graph node order (users by graph row, then items by id)."""
-    path = Path(run_root) / "node_text_embeddings"
+    path = Location.of(run_root) / "node_text_embeddings"
     if not path.is_dir():
         raise FileNotFoundError(f"{path} not found: run the describe stage before training lightgcn+desc")
-    table = pq.read_table(path).to_pandas()
+    table = read_parquet(path).to_pandas()
     layers = []
     for layer, rows in table.groupby("layer", sort=True):
         users = rows[rows["node_type"] == USER]
@@ -84,19 +84,19 @@ def load_descriptions(run_root: str | Path, graph) -> list[np.ndarray]:
     return layers
 
 
-def distilled_sessions(run_root: str | Path, model: str) -> tuple[list[np.ndarray], np.ndarray]:
+def distilled_sessions(run_root: str | Location, model: str) -> tuple[list[np.ndarray], np.ndarray]:
     """The prefixes and ranked lists a distilled model fine-tunes on: its selected sessions
     (`distill_selections`) with their teacher backend's lists (`llm_rankings`), failed ones left out."""
-    run_root = Path(run_root)
+    run_root = Location.of(run_root)
     for table in ("distill_selections", "llm_rankings"):
         if not (run_root / table).is_dir():
             raise FileNotFoundError(f"{run_root / table} not found: run the distill stage before training {model}")
-    selections = pq.read_table(run_root / "distill_selections").to_pandas()
+    selections = read_parquet(run_root / "distill_selections").to_pandas()
     selections = selections[selections["model"] == model].sort_values("order")
-    rankings = pq.read_table(run_root / "llm_rankings").to_pandas()
+    rankings = read_parquet(run_root / "llm_rankings").to_pandas()
     rankings = rankings[rankings["status"] != "failed"]
     chosen = selections.merge(rankings, on=["session_id", "teacher", "backend"], how="inner", sort=False)
-    splits = pq.read_table(run_root / "session_splits").to_pandas().set_index("session_id")
+    splits = read_parquet(run_root / "session_splits").to_pandas().set_index("session_id")
     prefixes = [np.asarray(splits.at[s, "prefix"], np.int64) for s in chosen["session_id"]]
     ranked = np.stack([np.asarray(r, np.int64) for r in chosen["ranked_ids"]]) if len(chosen) else np.zeros((0, 0))
     return prefixes, ranked
@@ -118,7 +118,7 @@ def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTrain
         fine_tuning = {**loop_config["train"], "epochs": distill["epochs"], "patience": distill["patience"],
                        "batch_size": distill["batch_size"], "learning_rate": distill["learning_rate"],
                        "max_samples_per_epoch": 0}
-        _, student_weights = load_model(Path(run_root) / "models" / spec.student_name)
+        _, student_weights = load_model(Location.of(run_root) / "models" / spec.student_name)
         prefixes, ranked = distilled_sessions(run_root, loop_config["model"])
         return DistillTraining(loop_config["model"], fine_tuning, data, loop_config["seed"], loop_config["session"],
                                loop_config["max_prefix"], student_weights, prefixes, ranked, rank=rank,
@@ -144,7 +144,7 @@ def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTrain
                                  align=loop_config["align"] if spec.aligned else None,
                                  synthesized_clusters=synthesized,
                                  contrast=loop_config["contrast"] if spec.contrastive else None,
-                                 warm_start=(load_model(Path(warm["folder"]))[1], np.asarray(warm["item_rows"]))
+                                 warm_start=(load_model(warm["folder"])[1], np.asarray(warm["item_rows"]))
                                  if warm else None)
 
 
@@ -181,7 +181,7 @@ def _train_loop_per_worker(loop_config: dict) -> None:
     recipe.cleanup()
 
 
-def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: str | None = None,
+def fit_with_ray_train(model_name: str, config: dict, run_root: Location, run_name: str | None = None,
                        warm_start: dict | None = None) -> dict:
     """Train one model on Ray Train; returns the final training state (with the best weights).
 
@@ -192,6 +192,7 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: 
     from ray.train.torch import TorchTrainer
 
     train_config = config["train"]
+    storage = Location.of(run_root) / "ray_train"  # a local folder, or a prefix of the run's bucket
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"model": model_name, "train": train_config, "seed": config["seed"],
@@ -203,7 +204,8 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Path, run_name: 
             num_workers=train_config["num_workers"], use_gpu=train_config["use_gpu"],
             resources_per_worker={"CPU": train_config["cpus_per_worker"]}),
         run_config=ray.train.RunConfig(
-            name=run_name or model_name.replace("+", "-"), storage_path=str(Path(run_root) / "ray_train"),
+            name=run_name or model_name.replace("+", "-"), storage_path=storage.path,
+            storage_filesystem=None if storage.is_local else storage.fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=1)),
     )

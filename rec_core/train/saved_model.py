@@ -11,37 +11,36 @@ training state: weights, optimiser, epoch counters) are torch files loaded with
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
+
+from rec_core.storage.location import Location
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
 FORMAT_VERSION = 1
 
 
-def save_model(folder: Path, name: str, num_items: int, train_config: dict, weights: dict,
-               history: list[dict]) -> None:
-    """Write the weights and the config; each file goes to a temporary name first and is renamed,
-    so a reader never sees half a file."""
-    folder.mkdir(parents=True, exist_ok=True)
+def save_model(folder: "str | os.PathLike | Location", name: str, num_items: int, train_config: dict,
+               weights: dict, history: list[dict]) -> None:
+    """Write the weights and the config, each atomically (Location.write_bytes), so a reader never
+    sees half a file."""
+    folder = Location.of(folder)
+    folder.mkdir()
     # safetensors refuses tensors that share memory; each is saved as its own contiguous copy
     tensors = {key: value.detach().contiguous().clone() for key, value in weights.items()}
-    partial = folder / (WEIGHTS_FILE + ".partial")
-    save_file(tensors, str(partial), metadata={"model": name, "format_version": str(FORMAT_VERSION)})
-    partial.replace(folder / WEIGHTS_FILE)
+    (folder / WEIGHTS_FILE).write_bytes(save(tensors, metadata={"model": name, "format_version": str(FORMAT_VERSION)}))
     config = {"format_version": FORMAT_VERSION, "name": name, "num_items": int(num_items),
               "train_config": train_config, "history": history}
-    partial = folder / (CONFIG_FILE + ".partial")
-    partial.write_text(json.dumps(config, indent=1, default=float))
-    partial.replace(folder / CONFIG_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1, default=float))
 
 
-def load_model_config(folder: Path) -> dict:
+def load_model_config(folder: "str | os.PathLike | Location") -> dict:
     """model.json of a saved model (name, num_items, train_config, history)."""
-    path = Path(folder) / CONFIG_FILE
+    path = Location.of(folder) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the model was not trained in this run (or the run predates "
                                 "the safetensors format): rerun its train stage under a new run id")
@@ -54,12 +53,12 @@ def load_model_config(folder: Path) -> dict:
     return config
 
 
-def load_model(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+def load_model(folder: "str | os.PathLike | Location") -> tuple[dict, dict[str, torch.Tensor]]:
     """(config, weights) of a saved model; the weights are plain tensors (safetensors: no code runs)."""
     config = load_model_config(folder)
-    path = Path(folder) / WEIGHTS_FILE
+    path = Location.of(folder) / WEIGHTS_FILE
     try:
-        weights = load_file(str(path))
+        weights = load(path.read_bytes())
     except (OSError, SafetensorError) as error:  # missing, truncated or not safetensors
         raise ValueError(f"{path} cannot be read ({error}): retrain the model under a new run id") from None
     return config, weights

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -12,6 +10,7 @@ from rec_core.models.lightgcn import LightGCN
 from rec_core.models.multi_interest import Popularity, build_model, pad_histories
 from rec_core.models.names import parse_model_name
 from rec_core.session.models import build_session_model
+from rec_core.storage.location import Location
 from rec_core.train.recipe import model_score_fn
 from rec_core.train.saved_model import load_model
 
@@ -32,7 +31,7 @@ def item_counts(train_items: np.ndarray, num_items: int) -> np.ndarray:
 class Scorer:
     """score(rows, histories, user_ids) for the evaluator; interests and item vectors for export."""
 
-    def __init__(self, name: str, num_items: int, model_folder: Path | None = None,
+    def __init__(self, name: str, num_items: int, model_folder: "str | Location | None" = None,
                  train_item_counts: np.ndarray | None = None):
         """`model_folder`: the saved weights of a trained model; `train_item_counts`: popularity's
         scores, every item's number of training interactions (`item_counts`)."""

@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from rec_core.data.splits import EvalSet, cut_history, sequences_for
 from rec_core.eval.evaluator import top_k, user_metrics
 from rec_core.session.protocol import evaluation_sessions
+from rec_core.storage.location import Location, parquet_dataset, read_parquet
 from rec_core.storage.part_files import write_atomically
 from rec_core.train.ray_train import is_session_run
 from rec_core.train.scoring import Scorer
@@ -48,46 +46,47 @@ SCHEMA_VERSION = 1  # of the export's tables (jobs.export): bump on any change o
 PROGRESS_SECONDS = 30.0
 
 
-def write_part(folder: str, part: str, frame: pd.DataFrame) -> int:
+def write_part(folder: str | Location, part: str, frame: pd.DataFrame) -> int:
     """<folder>/part-<part>.parquet of a sharded table (rec_core.run.directory.Run.sharded_table),
     written by the process that computed it; returns its rows."""
-    write_atomically(pa.Table.from_pandas(frame, preserve_index=False), Path(folder) / f"part-{part}.parquet")
+    write_atomically(pa.Table.from_pandas(frame, preserve_index=False), Location.of(folder) / f"part-{part}.parquet")
     return len(frame)
 
 
-def _keyed(run_root: Path) -> tuple[str, str, str]:
+def _keyed(run_root: Location) -> tuple[str, str, str]:
     """(rows table, splits table, id column): sessions for session data, else the users' interactions."""
     if is_session_run(run_root):
         return "sessions", "session_splits", "session_id"
     return "interactions", "user_splits", "user_id"
 
 
-def read_rows(folder: Path, key: str, ids: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+def read_rows(folder: Location, key: str, ids: np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
     """The rows of the table in `folder` whose `key` is one of `ids` (sorted), in the table's order.
     The range filter lets Parquet skip the row groups outside [ids[0], ids[-1]]."""
     if not len(ids):
-        empty = ds.dataset(folder, format="parquet").schema.empty_table()
+        empty = parquet_dataset(folder).schema.empty_table()
         return (empty.select(columns) if columns else empty).to_pandas()
-    table = pq.read_table(folder, columns=columns,
-                          filters=[(key, ">=", int(ids[0])), (key, "<=", int(ids[-1]))])
+    table = read_parquet(folder, columns=columns, filters=[(key, ">=", int(ids[0])), (key, "<=", int(ids[-1]))])
     return table.filter(pc.is_in(table[key], value_set=pa.array(ids, type=table.schema.field(key).type))).to_pandas()
 
 
-def split_ids(run_root: Path) -> dict[str, np.ndarray]:
+def split_ids(run_root: str | Location) -> dict[str, np.ndarray]:
     """split name -> its user (or session) ids, ascending."""
+    run_root = Location.of(run_root)
     _, splits, key = _keyed(run_root)
-    table = pq.read_table(run_root / splits, columns=[key, "split"])
+    table = read_parquet(run_root / splits, columns=[key, "split"])
     ids, names = table[key].to_numpy(), table["split"].to_numpy(zero_copy_only=False)
     return {name: np.sort(ids[names == name]).astype(np.int64) for name in ("train", "valid", "test")}
 
 
-def train_item_counts(run_root: Path, num_items: int) -> np.ndarray:
+def train_item_counts(run_root: str | Location, num_items: int) -> np.ndarray:
     """Every item's count of training interactions (popularity's scores), streamed over the rows
     table a record batch at a time: the driver never holds the table."""
+    run_root = Location.of(run_root)
     rows, _, key = _keyed(run_root)
     train = split_ids(run_root)["train"]
     counts = np.zeros(num_items, np.int64)
-    for batch in ds.dataset(run_root / rows, format="parquet").to_batches(columns=[key, "item_id"]):
+    for batch in parquet_dataset(run_root / rows).to_batches(columns=[key, "item_id"]):
         owners = batch.column(key).to_numpy()
         place = np.minimum(np.searchsorted(train, owners), max(len(train) - 1, 0))
         is_train = train[place] == owners if len(train) else np.zeros(len(owners), bool)
@@ -101,7 +100,7 @@ class ShardScorer:
 
     def __init__(self, run_root: str, models: list[str], num_items: int, popularity_counts: np.ndarray | None,
                  history_fraction: float, batch_size: int):
-        self.root = Path(run_root)
+        self.root = Location.of(run_root)
         self.num_items, self.history_fraction, self.batch_size = num_items, history_fraction, batch_size
         self.rows_table, self.splits_table, self.key = _keyed(self.root)
         self.scorers = {name: Scorer(name, num_items, self.root / "models" / name, popularity_counts)
@@ -136,7 +135,7 @@ class ShardScorer:
 
     def item_sources(self) -> np.ndarray:
         if self._item_sources is None:
-            items = pq.read_table(self.root / "items", columns=["item_id", "source_id"]).to_pandas()
+            items = read_parquet(self.root / "items", columns=["item_id", "source_id"]).to_pandas()
             self._item_sources = items.sort_values("item_id")["source_id"].astype(str).to_numpy()
         return self._item_sources
 
