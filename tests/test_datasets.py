@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,8 +140,8 @@ def test_k_core_filter_is_iterative():
 
 def test_data_dir_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("REC_DATA_DIR", str(tmp_path))
-    assert resolve_data_dir() == tmp_path
-    assert resolve_data_dir(tmp_path / "..") == tmp_path / ".."
+    assert Path(resolve_data_dir()) == tmp_path
+    assert Path(resolve_data_dir(tmp_path / "..")) == tmp_path.parent
     monkeypatch.setenv("REC_DATA_DIR", str(tmp_path / "nope"))
     with pytest.raises(DataError, match=r"\$REC_DATA_DIR"):
         resolve_data_dir()

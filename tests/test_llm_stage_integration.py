@@ -123,7 +123,7 @@ def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir)
     assert manifest["stages"]["semantic"]["status"] == "running"
     damaged = cache.parts()[0]
     lost = pq.read_table(damaged).num_rows
-    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    damaged.write_bytes(damaged.read_bytes()[: damaged.size() // 2])
 
     table = semantic(Run(load_config(None, overrides)))  # the restart, same run id
     stats = json.loads((tmp_path / "killed" / "manifest.json").read_text())["stages"]["semantic"]

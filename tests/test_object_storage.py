@@ -71,6 +71,30 @@ def test_a_remote_location_is_never_taken_for_a_local_path(s3_server):
         load_config(None, ["output_dir=ftp://host/runs"])
 
 
+def test_data_sets_load_from_an_object_store_as_from_a_local_folder(s3_server, tmp_path):
+    import gzip
+
+    from jobs.synthetic import write_synthetic
+    from rec_core.data.datasets import DataError, _lines, load_dataset
+    from rec_core.run.directory import data_fingerprint
+
+    write_synthetic(tmp_path / "data", users=200, items=100)
+    bucket = Location.of(s3_server) / f"data-{time.time_ns()}"
+    Location.of(tmp_path / "data").copy_tree(bucket)
+    local, remote = load_dataset("generic", path=str(tmp_path / "data")), load_dataset("generic", path=str(bucket))
+    for name in ("items", "users", "interactions"):
+        pd.testing.assert_frame_equal(getattr(local, name), getattr(remote, name))
+    assert remote.source_files == [str(bucket / "data.inter"), str(bucket / "data.item")]
+    fingerprint = data_fingerprint(remote.source_files)
+    assert fingerprint["files"][0]["sha256"] == data_fingerprint(local.source_files)["files"][0]["sha256"]
+    # a gzipped file, and a bad line named by its URI and line number
+    (bucket / "lines.txt.gz").write_bytes(gzip.compress(b"first\n\nthird\n"))
+    assert list(_lines(bucket / "lines.txt.gz")) == [(1, "first"), (3, "third")]
+    (bucket / "data.inter").write_bytes((tmp_path / "data" / "data.inter").read_bytes() + b"u1\tx\tnot-a-time\n")
+    with pytest.raises(DataError, match=r"s3://.*/data.inter\?.*:\d+: timestamp is not a number"):
+        load_dataset("generic", path=str(bucket))
+
+
 def run_config(output_dir, run_id="r1", *overrides):
     return load_config(None, [f"output_dir={output_dir}", f"run_id={run_id}", *overrides])
 
@@ -174,10 +198,13 @@ def test_the_refresh_job_runs_and_resumes_with_output_dir_on_an_object_store(s3_
     from rec_core.train.ray_train import fit_with_ray_train
 
     write_synthetic(tmp_path / "data", users=400, items=300)
+    data = Location.of(s3_server) / "data"
+    Location.of(tmp_path / "data").copy_tree(data)
     output_dir = Location.of(s3_server) / "nightly"
-    # Ray actors too (encoder grouping, evaluation and export shards) read and write the bucket
+    # the data from the bucket; Ray actors too (encoder grouping, evaluation and export shards)
+    # read and write the bucket
     command = [sys.executable, "-m", "jobs.refresh", f"output_dir={output_dir}", "run_id=s3run",
-               f"data.path={tmp_path / 'data'}", *QUICK, "semantic.distributed_min_histories=1",
+               f"data.path={data}", *QUICK, "semantic.distributed_min_histories=1",
                "scoring.distributed_min_users=1", "scoring.shard_users=128"]
     workdir = tmp_path / "workdir"
     workdir.mkdir()
@@ -200,6 +227,7 @@ def test_the_refresh_job_runs_and_resumes_with_output_dir_on_an_object_store(s3_
     assert (output_dir / "text_embedding_cache").glob("part-*.parquet")
     assert not (root / directory.LOCK_FILE).exists()  # the driver's lease went with it
     assert list(workdir.iterdir()) == []  # nothing written locally
+    assert manifest["data_fingerprint"]["files"][0]["path"] == str(data / "data.inter")
 
     again = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -211,11 +239,21 @@ def test_the_refresh_job_runs_and_resumes_with_output_dir_on_an_object_store(s3_
         {stage: manifest["stages"][stage]["finished"] for stage in stages}
     assert "RayTrainWorker" not in again.stderr
 
+    # the next night, incremental against the published run: found through the `latest` object
+    night = [argument.replace("run_id=s3run", "run_id=night2") for argument in command] + ["previous_run=latest"]
+    second = subprocess.run(night, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "incremental night" in second.stdout and "from run s3run" in second.stdout
+    plan = json.loads((output_dir / "night2" / "manifest.json").read_text())
+    assert plan["stages"]["train:comirec_sa"]["start"] == "warm start from s3run"
+    assert plan["stages"]["semantic"]["histories"]["grouped"] == 0  # the same data: every grouping kept
+    assert (output_dir / "latest").read_text().strip() == "night2"
+
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
-        config = load_config(None, [f"output_dir={output_dir}", "run_id=s3run", f"data.path={tmp_path / 'data'}",
+        config = load_config(None, [f"output_dir={output_dir}", "run_id=s3run", f"data.path={data}",
                                     *QUICK, "train.patience=5"])
         first_fit = fit_with_ray_train("comirec_sa", config, root, run_name="resume")
         config["train"]["epochs"] = 2

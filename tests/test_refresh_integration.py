@@ -1,6 +1,7 @@
 """The refresh job end to end on ML-100K with real local Ray, Ray Train and Parquet (small training)."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -100,7 +101,7 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     chunked = Run(load_config(None, [f"output_dir={tmp_path}", "run_id=chunked", f"data.data_dir={data_dir}", *QUICK,
                                      "scoring.shard_users=64", "scoring.distributed_min_users=1"]))
     for table in ("items", "users", "interactions", "user_splits", "models"):
-        (chunked.root / table).symlink_to(root / table)
+        Path(chunked.root / table).symlink_to(root / table)
     evaluate_run(chunked)
     export(chunked)
     assert chunked.manifest["stages"]["export"]["rows"]["recommendations"] == len(written["recommendations"])

@@ -24,11 +24,16 @@ error or, with `unknown_items="skip"`, a counted skip.
 
 Bad input raises DataError naming the file and line; drops that are safe are counted in
 `Tables.skips` and logged.
+
+The data folders (data.data_dir, data.path) are local paths or object-store URIs (s3://bucket/data,
+...): every file is read through rec_core.storage.location (pyarrow.fs), so a cluster without a
+shared volume reads its data from a bucket.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import os
@@ -40,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from rec_core.storage.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +88,15 @@ class Tables:
 # --------------------------------------------------------------------------- locating data
 
 
-def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Explicit path (config / --data-dir), then $REC_DATA_DIR, then ../shared/data beside the checkout."""
+def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Location:
+    """Explicit path or URI (config / --data-dir), then $REC_DATA_DIR, then ../shared/data beside the checkout."""
     if explicit:
-        origin, path = "data.data_dir", Path(explicit)
+        origin, path = "data.data_dir", Location.of(explicit)
     elif os.environ.get("REC_DATA_DIR"):
-        origin, path = "$REC_DATA_DIR", Path(os.environ["REC_DATA_DIR"])
+        origin, path = "$REC_DATA_DIR", Location.of(os.environ["REC_DATA_DIR"])
     else:
-        origin, path = "../shared/data beside the checkout", Path(__file__).resolve().parents[3] / "shared" / "data"
+        origin, path = "../shared/data beside the checkout", Location.of(
+            Path(__file__).resolve().parents[3] / "shared" / "data")
     if not path.is_dir():
         raise DataError(f"data directory not found: {path} (from {origin}); set data.data_dir=... "
                         "or $REC_DATA_DIR")
@@ -109,20 +117,22 @@ def _recording_reads():
         _FILES_READ.reset(token)
 
 
-def _require(path: Path) -> Path:
+def _require(path: "str | os.PathLike | Location") -> Location:
+    path = Location.of(path)
     if not path.is_file():
         raise DataError(f"missing data file: {path}")
     if (read := _FILES_READ.get()) is not None:
-        read.append(str(Path(path).resolve()))
+        read.append(str(path))
     return path
 
 
-def _lines(path: Path, encoding: str = "utf-8"):
+def _lines(path: "str | os.PathLike | Location", encoding: str = "utf-8"):
     """(line_number, stripped line) for non-empty lines; handles .gz. Bytes that are not `encoding`
     are a DataError naming the line (a catalogue's text is not trusted to be clean). Lines are
     decoded one by one (the encodings read here are ASCII-compatible, so b"\\n" ends a line)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(_require(path), "rb") as handle:
+    path = _require(path)
+    with path.open() as stored:
+        handle = gzip.GzipFile(fileobj=stored) if path.name.endswith(".gz") else stored
         for number, raw in enumerate(handle, start=1):
             try:
                 line = raw.decode(encoding).rstrip("\r\n")
@@ -137,7 +147,7 @@ def _lines(path: Path, encoding: str = "utf-8"):
 INT64_MAX = np.iinfo(np.int64).max
 
 
-def _int(value: str, path: Path, number: int, what: str) -> int:
+def _int(value: str, path: Location, number: int, what: str) -> int:
     try:
         parsed = int(value)
     except ValueError:
@@ -199,7 +209,7 @@ def sort_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- built-in formats
 
 
-def load_movielens_100k(folder: Path, unknown_items: str = "error") -> Tables:
+def load_movielens_100k(folder: Location, unknown_items: str = "error") -> Tables:
     genres_path = _require(folder / "u.genre")
     genre_names = {}
     for number, line in _lines(genres_path, "latin-1"):
@@ -232,7 +242,7 @@ def load_movielens_100k(folder: Path, unknown_items: str = "error") -> Tables:
     return _assemble(items, events, str(data_path), unknown_items, Counter())
 
 
-def load_movielens_1m(folder: Path, ratings: str = "timestamped", unknown_items: str = "error") -> Tables:
+def load_movielens_1m(folder: Location, ratings: str = "timestamped", unknown_items: str = "error") -> Tables:
     """`timestamped`: every rating of users 1-2999 with its timestamp (chronological order).
     `pairs`: all 1,000,209 (user, movie) pairs, ordered as in the file (not chronological)."""
     movies_path = folder / "movies.dat"
@@ -259,7 +269,7 @@ def load_movielens_1m(folder: Path, ratings: str = "timestamped", unknown_items:
     return _assemble(items, events, str(path), unknown_items, Counter())
 
 
-def load_amazon_5core(folder: Path, unknown_items: str = "error") -> Tables:
+def load_amazon_5core(folder: Location, unknown_items: str = "error") -> Tables:
     """P5-lineage 5-core sequences: `sequential_data.txt` (user item item ...) in time order."""
     items_path = folder / "items.jsonl"
     items = []
@@ -284,7 +294,7 @@ def load_amazon_5core(folder: Path, unknown_items: str = "error") -> Tables:
     return _assemble(items, events, str(seq_path), unknown_items, Counter())
 
 
-def load_alkdrec_sessions(folder: Path, unknown_items: str = "error") -> Tables:
+def load_alkdrec_sessions(folder: Location, unknown_items: str = "error") -> Tables:
     """ALKDRec session files: `sessions.tsv` (session_id, prefix, label) and `items.csv` (itemID,title).
 
     Items that occur in sessions but have no title row are kept with an empty title (they are real
@@ -294,7 +304,7 @@ def load_alkdrec_sessions(folder: Path, unknown_items: str = "error") -> Tables:
 
     titles_path = _require(folder / "items.csv")
     titles: dict[str, str] = {}
-    with open(titles_path, encoding="utf-8", newline="") as handle:
+    with io.TextIOWrapper(titles_path.open(), encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["itemID", "title"]:
@@ -339,11 +349,11 @@ def load_alkdrec_sessions(folder: Path, unknown_items: str = "error") -> Tables:
     return tables
 
 
-def load_generic(folder: Path, unknown_items: str = "error") -> Tables:
+def load_generic(folder: "str | os.PathLike | Location", unknown_items: str = "error") -> Tables:
     """RecBole-style atomic files `<name>.inter` and `<name>.item` (see the module docstring)."""
-    folder = Path(folder)
-    inter_files = sorted(folder.glob("*.inter"))
-    item_files = sorted(folder.glob("*.item"))
+    folder = Location.of(folder)
+    inter_files = folder.glob("*.inter")
+    item_files = folder.glob("*.item")
     if len(inter_files) != 1 or len(item_files) != 1:
         raise DataError(f"{folder}: expected exactly one *.inter and one *.item file, found "
                         f"{[p.name for p in inter_files + item_files]}")
@@ -365,7 +375,7 @@ def load_generic(folder: Path, unknown_items: str = "error") -> Tables:
     return _assemble(items, events, str(inter_files[0]), unknown_items, skips)
 
 
-def _generic_events_lines(path: Path, skips: Counter) -> list[tuple[str, str, int]]:
+def _generic_events_lines(path: Location, skips: Counter) -> list[tuple[str, str, int]]:
     """The `.inter` file line by line: every problem is a DataError naming the file and line."""
     inter_header, inter_lines = _atomic(path, required=("user_id", "item_id"))
     ts_column = inter_header.get("timestamp")
@@ -395,7 +405,7 @@ def _generic_events_lines(path: Path, skips: Counter) -> list[tuple[str, str, in
     return unique
 
 
-def _generic_events_arrow(path: Path, skips: Counter) -> pd.DataFrame | None:
+def _generic_events_arrow(path: "str | os.PathLike | Location", skips: Counter) -> pd.DataFrame | None:
     """The `.inter` file read by Arrow's CSV reader (multi-threaded, columnar: a 10M-line log in
     seconds, ids held once per distinct value), giving exactly what `_generic_events_lines` gives,
     or None when anything is off (a header not on line 1, a blank line, a row with another field
@@ -405,14 +415,15 @@ def _generic_events_arrow(path: Path, skips: Counter) -> pd.DataFrame | None:
     import pyarrow.compute as pc
     from pyarrow import csv
 
-    with open(_require(path), "rb") as handle:
+    path = _require(path)
+    with path.open() as handle:
         first = handle.readline().decode("utf-8", errors="replace").rstrip("\r\n")
     names = [column.split(":")[0].strip() for column in first.split("\t")]
     if not first.strip() or "user_id" not in names or "item_id" not in names or len(set(names)) < len(names):
         return None
     columns = [f"column_{i}" for i in range(len(names))]
     try:
-        table = csv.read_csv(path, read_options=csv.ReadOptions(skip_rows=1, column_names=columns),
+        table = csv.read_csv(path.open(), read_options=csv.ReadOptions(skip_rows=1, column_names=columns),
                              parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
                                                             ignore_empty_lines=False),
                              convert_options=csv.ConvertOptions(column_types={c: pa.string() for c in columns},
@@ -454,7 +465,7 @@ def _stripped_categories(column) -> pd.Categorical:
     return pd.Categorical.from_codes(codes[raw.cat.codes.to_numpy()], categories=stripped)
 
 
-def _atomic(path: Path, required: tuple[str, ...]):
+def _atomic(path: Location, required: tuple[str, ...]):
     lines = _lines(path)
     try:
         _, header_line = next(lines)
@@ -523,7 +534,7 @@ def _load(name: str, data_dir, path, unknown_items: str, ml1m_ratings: str) -> T
     if name == "generic":
         if not path:
             raise DataError("dataset 'generic' needs data.path=<folder with .inter and .item files>")
-        tables = load_generic(Path(path), unknown_items)
+        tables = load_generic(path, unknown_items)
     else:
         if name not in BUILTIN:
             raise DataError(f"unknown dataset {name!r}; built-in: {sorted(BUILTIN)} or 'generic'")

@@ -88,9 +88,10 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     dataset: str = Field("movielens-100k", description=f"one of {', '.join(BUILTIN)}, or generic (data.path)")
-    data_dir: LocalPath = Field(None, description="folder of the data sets; None: $REC_DATA_DIR, then "
-                                                  "../shared/data beside the checkout")
-    path: LocalPath = Field(None, description="generic format only: folder holding <name>.inter and <name>.item")
+    data_dir: StoragePath = Field(None, description="folder of the data sets (a path or a URI, as output_dir); None: "
+                                                    "$REC_DATA_DIR, then ../shared/data beside the checkout")
+    path: StoragePath = Field(None, description="generic format only: folder (a path or a URI) holding <name>.inter "
+                                                "and <name>.item")
     k_core: int = Field(0, ge=0, description="iterative k-core filter on users and items (0 = off)")
     unknown_items: Literal["error", "skip"] = Field(
         "error", description="interactions with unknown item ids are an error or a counted skip")

@@ -111,12 +111,13 @@ def code_version() -> str:
 
 
 def data_fingerprint(paths: list[str]) -> dict:
-    """Size, mtime and SHA-256 of each input file, and one SHA-256 over all of them."""
+    """Size, mtime and SHA-256 of each input file (a path or an object-store URI), and one SHA-256
+    over all of them."""
     files, overall = [], hashlib.sha256()
     for path in sorted(paths):
-        digest = file_sha256(path)
-        stat = os.stat(path)
-        files.append({"path": path, "size": stat.st_size, "mtime": stat.st_mtime, "sha256": digest})
+        location = Location.of(path)
+        digest = location.sha256()
+        files.append({"path": path, "size": location.size(), "mtime": location.modified(), "sha256": digest})
         overall.update(f"{path}\0{digest}\0".encode())
     return {"files": files, "sha256": overall.hexdigest()}
 
@@ -200,7 +201,7 @@ class RunLease:
 def _changed_files(recorded: dict) -> list[str]:
     """The recorded input files that are gone or whose content differs now."""
     paths = [entry["path"] for entry in recorded["files"]]
-    missing = [path for path in paths if not os.path.isfile(path)]
+    missing = [path for path in paths if not Location.of(path).is_file()]
     if missing:
         return [f"{path} (missing)" for path in missing]
     now = {entry["path"]: entry["sha256"] for entry in data_fingerprint(paths)["files"]}

@@ -25,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
+import io
 import os
 import uuid
 from pathlib import Path
@@ -144,7 +145,7 @@ class Location:
     # ------------------------------------------------------------------ reading
 
     def read_bytes(self) -> bytes:
-        with self.fs.open_input_stream(self.path) as stream:
+        with self.fs.open_input_stream(self.path, compression=None) as stream:
             return stream.read()
 
     def read_text(self, encoding: str = "utf-8") -> str:
@@ -154,9 +155,20 @@ class Location:
         """A seekable pyarrow file (Parquet and the CSV reader take it)."""
         return self.fs.open_input_file(self.path)
 
+    def open(self):
+        """A buffered binary Python file for reading (lines, gzip, csv, io.TextIOWrapper): the
+        local file itself, or the object's stream (bytes as stored: no decompression)."""
+        if self.is_local:
+            return open(self.path, "rb")
+        return io.BufferedReader(_RawStream(self.fs.open_input_stream(self.path, compression=None)), 1 << 20)
+
+    def modified(self) -> float:
+        """The file's modification time (seconds since the epoch; an object's upload time)."""
+        return self._info().mtime.timestamp()
+
     def sha256(self) -> str:
         digest = hashlib.sha256()
-        with self.fs.open_input_stream(self.path) as stream:
+        with self.fs.open_input_stream(self.path, compression=None) as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest()
@@ -183,7 +195,7 @@ class Location:
             finally:
                 Path(temporary.path).unlink(missing_ok=True)
             return
-        with self.fs.open_output_stream(self.path) as stream:
+        with self.fs.open_output_stream(self.path, compression=None) as stream:
             stream.write(data)
 
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
@@ -216,6 +228,25 @@ class Location:
                 destination.parent.mkdir()
                 pafs.copy_files(info.path, destination.path, source_filesystem=self.fs,
                                 destination_filesystem=target.fs)
+
+
+class _RawStream(io.RawIOBase):
+    """A pyarrow input stream as a Python raw file (pyarrow's streams have no readline)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
 
 
 # ---------------------------------------------------------------------- Parquet on a Location
