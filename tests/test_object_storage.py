@@ -143,19 +143,17 @@ def test_the_lease_of_an_object_store_run_refuses_a_second_driver_until_it_lapse
     run = Run(run_config(output_dir))  # the killed driver's lease lapsed: taken over
     assert json.loads(lock.read_text())["holder"].startswith("pid ")
     assert "node-b" not in json.loads(lock.read_text())["holder"]
-    # the lease is renewed while the driver lives
-    monkeypatch.setattr(directory, "LEASE_RENEW_SECONDS", 0.05)
+    # the lease is renewed while the driver lives (its thread every LEASE_RENEW_SECONDS: one beat here)
     held = directory._held_locks[run.root]
-    held._stop.set()
-    held._thread.join()
-    held._stop.clear()
+    assert held._thread.is_alive()
     before = json.loads(lock.read_text())["renewed"]
-    held._thread = directory.threading.Thread(target=held._renew, daemon=True)
-    held._thread.start()
-    time.sleep(0.5)
-    assert json.loads(lock.read_text())["renewed"] > before
+    time.sleep(0.01)
+    assert held.renew_once() and json.loads(lock.read_text())["renewed"] > before
+    # a driver that stalled past its lease and finds another's token stops renewing and leaves it
+    lock.write_text(json.dumps({"token": "next", "holder": "pid 8 on node-c", "renewed": time.time()}))
+    assert not held.renew_once() and json.loads(lock.read_text())["token"] == "next"
     run.release()
-    assert not lock.exists()
+    assert json.loads(lock.read_text())["token"] == "next" and not held._thread.is_alive()
 
 
 def test_model_files_and_the_prompt_cache_on_an_object_store(s3_server):

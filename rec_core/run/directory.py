@@ -24,9 +24,9 @@ is a POSIX byte-range lock (Linux emulates flock so); other shared file systems 
 An object store has no locks: there `.lock` is a lease, an object naming the driver that a thread
 of it rewrites every LEASE_RENEW_SECONDS; another driver refuses while the lease is younger than
 LEASE_SECONDS, and takes it over when it is older (a killed driver's run can be resumed after
-that long). Two drivers starting within the same second can both write it; each reads it back
-after LEASE_SETTLE_SECONDS and the one whose token is not there refuses (best effort: object
-stores without conditional writes allow no more).
+that long; the nodes' clocks are taken to agree within seconds). Two drivers starting within the
+same second can both write it; each reads it back after LEASE_SETTLE_SECONDS and the one whose
+token is not there refuses (best effort: object stores without conditional writes allow no more).
 
 A run's identity is its pinned settings (PINNED_SECTIONS), the code version and the input data:
 a rerun under the same run id with other settings, other code or changed data files is refused
@@ -171,31 +171,48 @@ class RunLease:
                 "stops renewing it)")
 
     def _read(self) -> dict | None:
+        """The lease as stored; one that cannot be read counts as lapsed (taken over)."""
         try:
-            return json.loads(self.lock.read_text())
+            lease = json.loads(self.lock.read_text())
         except FileNotFoundError:
             return None
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError):
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            lease = None
+        if not isinstance(lease, dict) or not {"token", "holder", "renewed"} <= lease.keys():
             return {"token": "", "holder": "unreadable lease", "renewed": 0.0}
+        return lease
 
     def _write(self) -> None:
         self.lock.write_text(json.dumps({"token": self.token, "holder": self.holder, "renewed": time.time()}))
 
     def _renew(self) -> None:
-        while not self._stop.wait(LEASE_RENEW_SECONDS):
-            try:
-                self._write()
-            except OSError as error:  # the store unreachable for a while: try again at the next beat
-                log.warning("could not renew the run lease %s: %s", self.lock, error)
+        while not self._stop.wait(LEASE_RENEW_SECONDS) and self.renew_once():
+            pass
+
+    def renew_once(self) -> bool:
+        """Rewrite the lease with the time now; False (renewing stops) when another driver holds it."""
+        try:
+            current = self._read()
+            if current and current["token"] != self.token:  # lapsed while this driver stalled
+                log.error("run lease %s was taken over by %s: this driver no longer holds the run",
+                          self.lock, current["holder"])
+                return False
+            self._write()
+        except OSError as error:  # the store unreachable for a while: try again at the next beat
+            log.warning("could not renew the run lease %s: %s", self.lock, error)
+        return True
 
     def release(self) -> None:
         if self._stop.is_set():
             return
         self._stop.set()
         self._thread.join()
-        current = self._read()
-        if current and current["token"] == self.token:
-            self.lock.unlink(missing_ok=True)
+        try:
+            current = self._read()
+            if current and current["token"] == self.token:
+                self.lock.unlink(missing_ok=True)
+        except OSError as error:  # the store unreachable: the lease lapses by itself
+            log.warning("could not delete the run lease %s (%s): it lapses in %.0f s", self.lock, error, LEASE_SECONDS)
 
 
 def _changed_files(recorded: dict) -> list[str]:
