@@ -58,8 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rec_core.run.config import ConfigError
-from rec_core.storage.location import Location, read_parquet
-from rec_core.storage.part_files import file_sha256, write_atomically
+from rec_core.storage.location import Location, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +306,7 @@ class Run:
         register its checksum."""
         folder = self.table_path(name)
         folder.mkdir()
-        write_atomically(pa.Table.from_pandas(frame, preserve_index=False), folder / TABLE_FILE)
+        write_parquet(pa.Table.from_pandas(frame, preserve_index=False), folder / TABLE_FILE)
         self.register_output(f"{name}/{TABLE_FILE}")
         return len(frame)
 
@@ -336,7 +335,7 @@ class Run:
         """A table written in parts by other processes (Ray actors scoring shards of the users):
         yields its folder, emptied of an earlier attempt's parts (and their manifest entries); each
         writer puts whole part-<shard>.parquet files in it (rec_core.train.shards, written with
-        rec_core.storage.part_files.write_atomically). When the block ends without an error the
+        rec_core.storage.location.write_parquet). When the block ends without an error the
         parts are registered (a table of no rows gets an empty part, so it reads as empty); an
         error leaves no table behind."""
         folder = self.table_path(name)
@@ -351,7 +350,7 @@ class Run:
             raise
         parts = folder.glob(PART_GLOB)
         if not parts:
-            write_atomically(pa.table({}), folder / TABLE_FILE)
+            write_parquet(pa.table({}), folder / TABLE_FILE)
             parts = [folder / TABLE_FILE]
         for part in parts:
             self.register_output(f"{name}/{part.name}")
@@ -359,7 +358,7 @@ class Run:
     def register_output(self, relative: str) -> None:
         """Record the checksum of file <run>/<relative>, written by the stage now running."""
         path = self.root / relative
-        self.manifest["outputs"][relative] = {"sha256": file_sha256(path), "bytes": path.size(),
+        self.manifest["outputs"][relative] = {"sha256": path.sha256(), "bytes": path.size(),
                                               "stage": self._running_stage}
         if self._stage_outputs is not None:
             self._stage_outputs.append(relative)
@@ -379,7 +378,7 @@ class Run:
             recorded, path = self.manifest["outputs"].get(relative), self.root / relative
             if not path.is_file():
                 damaged.append(f"{relative} (missing)")
-            elif recorded and (path.size() != recorded["bytes"] or file_sha256(path) != recorded["sha256"]):
+            elif recorded and (path.size() != recorded["bytes"] or path.sha256() != recorded["sha256"]):
                 damaged.append(f"{relative} (checksum differs)")
         return damaged
 
@@ -479,7 +478,7 @@ def read_run_table(root: "str | os.PathLike | Location", name: str, manifest: di
         (stage for stage, record in manifest.get("stages", {}).items() if name in record.get("rows", {})), None)
     missing = [relative for relative in parts if not (root / relative).is_file()]
     altered = [relative for relative, entry in parts.items()
-               if relative not in missing and file_sha256(root / relative) != entry["sha256"]]
+               if relative not in missing and (root / relative).sha256() != entry["sha256"]]
     if missing:
         damage = f"its part {missing[0]} is missing"
     elif altered:

@@ -22,7 +22,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rec_core.storage.location import Location, write_parquet
+from rec_core.storage.location import Location
 
 
 log = logging.getLogger(__name__)
@@ -31,16 +31,6 @@ PART_GLOB = "part-*.parquet"
 QUARANTINE = "quarantine"
 DIGEST_CHARS = 16
 _DIGEST = re.compile(r"\.sha256-([0-9a-f]{%d})\.parquet$" % DIGEST_CHARS)
-
-
-def file_sha256(path: "str | os.PathLike | Location") -> str:
-    return Location.of(path).sha256()
-
-
-def write_atomically(table: pa.Table, target: "str | os.PathLike | Location") -> None:
-    """`table` as the Parquet file `target`: a reader sees the whole file or none (locally a
-    temporary name beside it, then a rename; on an object store one upload)."""
-    write_parquet(table, Location.of(target))
 
 
 def write_part(folder: "str | os.PathLike | Location", table: pa.Table, stamp: str | None = None) -> Location:

@@ -33,8 +33,7 @@ import pyarrow.compute as pc
 from rec_core.data.splits import EvalSet, cut_history, sequences_for
 from rec_core.eval.evaluator import top_k, user_metrics
 from rec_core.session.protocol import evaluation_sessions
-from rec_core.storage.location import Location, parquet_dataset, read_parquet
-from rec_core.storage.part_files import write_atomically
+from rec_core.storage.location import Location, parquet_dataset, read_parquet, write_parquet
 from rec_core.train.ray_train import is_session_run
 from rec_core.train.scoring import Scorer
 
@@ -49,7 +48,7 @@ PROGRESS_SECONDS = 30.0
 def write_part(folder: str | Location, part: str, frame: pd.DataFrame) -> int:
     """<folder>/part-<part>.parquet of a sharded table (rec_core.run.directory.Run.sharded_table),
     written by the process that computed it; returns its rows."""
-    write_atomically(pa.Table.from_pandas(frame, preserve_index=False), Location.of(folder) / f"part-{part}.parquet")
+    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), Location.of(folder) / f"part-{part}.parquet")
     return len(frame)
 
 
