@@ -51,8 +51,9 @@ def _local_path(value: str | None) -> str | None:
     return value
 
 
-# Where runs and caches may live: a local path or one of these (rec_core.storage.location, pyarrow.fs)
-STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+# Where runs, caches and data may live: a local path or one of these (rec_core.storage.location, pyarrow.fs:
+# object stores whose paths are <bucket>/<key>; HDFS and Azure name their paths otherwise and are not handled)
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs")
 
 
 def _storage_path(value: str | None) -> str | None:

@@ -1,9 +1,9 @@
 """Where a run, a cache or a table lives: a local folder or an object store, through `pyarrow.fs`.
 
-`Location.of(text)` takes a local path (`runs`, `/shared/runs`, `file:///shared/runs`) or a URI that
-pyarrow's `FileSystem.from_uri` knows (`s3://bucket/runs`, `gs://bucket/runs`, `hdfs://...`), so
-`output_dir=s3://bucket/runs` runs on a cluster that has no shared POSIX volume: every node reaches
-the same tables. The query of an S3 URI configures the client (pyarrow's names), e.g.
+`Location.of(text)` takes a local path (`runs`, `/shared/runs`, `file:///shared/runs`) or an object
+store's URI that pyarrow's `FileSystem.from_uri` opens with `<bucket>/<key>` paths (`s3://bucket/runs`,
+`gs://bucket/runs`; rec_core.run.config.STORAGE_SCHEMES), so `output_dir=s3://bucket/runs` runs on a
+cluster that has no shared POSIX volume: every node reaches the same tables. The query of an S3 URI configures the client (pyarrow's names), e.g.
 `s3://runs/nightly?endpoint_override=minio.local:9000&scheme=http` for an S3-compatible server;
 credentials come from the usual places (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, an
 instance role), never from the config.
