@@ -59,10 +59,10 @@ def test_values_parse_to_their_types(override, key, value):
     ("train=5", "config key 'train' is a section"),
     ("train.epochs.x=1", "config key 'train.epochs' is not a section"),
     ("crowd.min_size=6", "crowd.max_size (5) must be >= crowd.min_size (6)"),
-    ("output_dir=ftp://host/runs", "config key 'output_dir': got 'ftp://host/runs'; ftp:// is not a storage pyarrow.fs"),
+    ("output_dir=ftp://host/runs", "config key 'output_dir': got 'ftp://host/runs'; ftp:// is not a supported storage"),
     ("semantic.encoder_model=gs://bucket/model", "remote storage (gs://) is not supported here"),
-    ("llm.cache_dir=http://x/cache", "http:// is not a storage pyarrow.fs reaches"),
-    ("data.data_dir=hdfs://namenode/data", "hdfs:// is not a storage pyarrow.fs reaches"),  # paths not <bucket>/<key>
+    ("llm.cache_dir=http://x/cache", "http:// is not a supported storage"),
+    ("data.data_dir=hdfs://namenode/data", "hdfs:// is not a supported storage"),  # paths not <bucket>/<key>
     ("train", "key=value"),
     ("run_id=../escape", "config key 'run_id': got '../escape'; a run id is one folder name under output_dir"),
     ("run_id=/abs/run", "config key 'run_id': got '/abs/run'; a run id is one folder name"),

@@ -67,7 +67,7 @@ def test_a_remote_location_is_never_taken_for_a_local_path(s3_server):
     assert str(remote).startswith("s3://llmrec-test/runs?endpoint_override=")
     with pytest.raises(ValueError, match="not on a local disk"):
         open(remote)
-    with pytest.raises(ConfigError, match="ftp:// is not a storage"):
+    with pytest.raises(ConfigError, match="ftp:// is not a supported storage"):
         load_config(None, ["output_dir=ftp://host/runs"])
 
 

@@ -58,7 +58,7 @@ STORAGE_SCHEMES = ("file", "s3", "gs", "gcs")
 
 def _storage_path(value: str | None) -> str | None:
     if value is not None and URI.match(value) and value.split("://")[0].lower() not in STORAGE_SCHEMES:
-        raise ValueError(f"{value.split('://')[0]}:// is not a storage pyarrow.fs reaches: give a local path or "
+        raise ValueError(f"{value.split('://')[0]}:// is not a supported storage: give a local path or "
                          f"one of {', '.join(scheme + '://' for scheme in STORAGE_SCHEMES)}")
     return value
 
