@@ -423,12 +423,13 @@ def _generic_events_arrow(path: "str | os.PathLike | Location", skips: Counter) 
         return None
     columns = [f"column_{i}" for i in range(len(names))]
     try:
-        table = csv.read_csv(path.open(), read_options=csv.ReadOptions(skip_rows=1, column_names=columns),
-                             parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
-                                                            ignore_empty_lines=False),
-                             convert_options=csv.ConvertOptions(column_types={c: pa.string() for c in columns},
-                                                                strings_can_be_null=False,
-                                                                quoted_strings_can_be_null=False))
+        with path.open() as source:
+            table = csv.read_csv(source, read_options=csv.ReadOptions(skip_rows=1, column_names=columns),
+                                 parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
+                                                                ignore_empty_lines=False),
+                                 convert_options=csv.ConvertOptions(column_types={c: pa.string() for c in columns},
+                                                                    strings_can_be_null=False,
+                                                                    quoted_strings_can_be_null=False))
         user, item = (table[columns[names.index(name)]] for name in ("user_id", "item_id"))
         if "timestamp" in names:
             ts = pc.cast(pc.utf8_trim_whitespace(table[columns[names.index("timestamp")]]), pa.float64()).to_numpy()

@@ -137,7 +137,7 @@ def lock_run_folder(root: Location, run_id: str) -> None:
         raise ConfigError(f"run {run_id} in {root.parent} is in use by another driver ({holder}); wait for it to "
                           "end or use another run_id (the lock goes when that driver exits or is killed)") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}".encode(), 0)
+    os.pwrite(fd, _holder().encode(), 0)
     _held_locks[root] = fd
 
 

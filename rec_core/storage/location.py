@@ -28,6 +28,7 @@ import hashlib
 import io
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -183,19 +184,26 @@ class Location:
         """A name beside this one that no other writer uses (then `replace` onto this one)."""
         return self.parent / f".{self.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
 
-    def write_bytes(self, data: bytes) -> None:
-        """Write atomically: a reader sees the old content or the whole new one (a local parent folder
-        is made, as an object store needs none)."""
-        if self.is_local:
-            temporary = self.temporary_sibling()
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)  # as on an object store: no folder needed
-            try:
-                Path(temporary.path).write_bytes(data)
-                os.replace(temporary.path, self.path)
-            finally:
-                Path(temporary.path).unlink(missing_ok=True)
+    @contextmanager
+    def writing(self):
+        """The path to write this file at, for an atomic write: locally a temporary name beside it
+        (its folder made, as an object store needs none), renamed onto this one when the block ends
+        without an error and removed otherwise; on an object store this path itself (one upload is
+        atomic)."""
+        if not self.is_local:
+            yield self.path
             return
-        with self.fs.open_output_stream(self.path, compression=None) as stream:
+        temporary = self.temporary_sibling()
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            yield temporary.path
+            os.replace(temporary.path, self.path)
+        finally:
+            Path(temporary.path).unlink(missing_ok=True)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Write atomically (`writing`): a reader sees the old content or the whole new one."""
+        with self.writing() as path, self.fs.open_output_stream(path, compression=None) as stream:
             stream.write(data)
 
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
@@ -253,17 +261,9 @@ class _RawStream(io.RawIOBase):
 
 
 def write_parquet(table: pa.Table, target: Location) -> None:
-    """`table` as the Parquet file `target`, atomically (Location.write_bytes's rule)."""
-    if target.is_local:
-        temporary = target.temporary_sibling()
-        Path(target.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            pq.write_table(table, temporary.path)
-            os.replace(temporary.path, target.path)
-        finally:
-            Path(temporary.path).unlink(missing_ok=True)
-    else:
-        pq.write_table(table, target.path, filesystem=target.fs)
+    """`table` as the Parquet file `target`, atomically (Location.writing)."""
+    with target.writing() as path:
+        pq.write_table(table, path, filesystem=target.fs)
 
 
 def read_parquet(source: "Location | list[Location]", **options) -> pa.Table:
