@@ -83,7 +83,7 @@ def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir)
     """`python -m jobs.semantic` is killed (SIGKILL) after its first answers reach the cache, and one
     of the cache parts it wrote is then cut short; the rerun with the same run id quarantines that
     part, sends only the prompts that had no intact answer (those of the bad part are the only ones
-    sent twice) and loses no user."""
+    sent twice) and loses no user. The rerun looks the prompts up on Ray Data (rec_core.llm.stage)."""
     import os
     import signal
     import subprocess
@@ -125,10 +125,12 @@ def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir)
     lost = pq.read_table(damaged).num_rows
     damaged.write_bytes(damaged.read_bytes()[: damaged.size() // 2])
 
-    table = semantic(Run(load_config(None, overrides)))  # the restart, same run id
+    # the restart, same run id, with the prompts rendered and looked up on Ray Data (a join against
+    # the cache) and the prompts left sent from the join's Ray Dataset
+    table = semantic(Run(load_config(None, [*overrides, "llm.distributed_min_prompts=1"])))
     stats = json.loads((tmp_path / "killed" / "manifest.json").read_text())["stages"]["semantic"]
     assert stats["status"] == "done"
-    assert stats["llm"]["cache_parts_quarantined"] == 1
+    assert stats["llm"]["cache_parts_quarantined"] == 1 and stats["llm"]["looked_up_on_ray"]
     assert (cache.folder / "quarantine" / damaged.name).is_file()
     assert stats["llm"]["cache_hits"] == answered_before_kill - lost
     assert stats["llm"]["sent"] == 12 - answered_before_kill + lost

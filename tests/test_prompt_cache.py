@@ -1,6 +1,9 @@
 import pandas as pd
+import pyarrow as pa
+import pytest
 
 from rec_core.llm.prompt_cache import PromptCache, prompt_key
+from rec_core.storage.location import Location
 
 PARAMS = {"temperature": 0.0, "max_tokens": 256}
 
@@ -106,3 +109,50 @@ def test_compaction_merges_small_parts_keeps_the_newest_answer_and_every_key(tmp
     pd.testing.assert_frame_equal(merged, before)
     assert len(after) == len(keys) + 5  # "p0" once in each of the 6 small parts left, not 10 times
     assert not list(folder.glob(".*.tmp"))
+
+
+@pytest.mark.integration
+def test_the_lookup_on_ray_data_equals_the_drivers(tmp_path, local_ray):
+    """The same requests and cache looked up both ways (rec_core.llm.stage): rendered by Ray Data
+    actors and joined against the cache's parts read by Ray tasks, and in the driver. Equal keys,
+    the same newest answers (a key answered in two parts), the same prompts left to send (a prompt
+    asked twice is sent once), and the damaged part quarantined and counted by both."""
+    from rec_core.llm.offline_model import default_model_dir
+    from rec_core.llm.stage import PromptRenderer, look_up_here, look_up_on_ray
+    from rec_core.storage.part_files import write_part
+
+    if not (default_model_dir() / "config.json").exists():
+        pytest.fail("offline default model missing: bin/setup prepares it")
+    model = str(default_model_dir())
+    texts = ["a", "b", "c", "d", "e", "e", "a"]
+    requests = pd.DataFrame({"request_id": range(len(texts)), "system": "group the items",
+                             "user": [f"Items:\n1. {t}" for t in texts], "schema": '{"type": "object"}'})
+    key_of = dict(zip(texts, PromptRenderer(model, PARAMS)(requests)["key"]))
+
+    def answers(answered: dict[str, str]) -> pa.Table:
+        return pa.Table.from_pandas(pd.DataFrame({
+            "key": [key_of[t] for t in answered], "model": model, "output": list(answered.values()),
+            "num_input_tokens": 7, "num_generated_tokens": 3, "created": "then"}), preserve_index=False)
+
+    folder = tmp_path / "cache"
+    write_part(folder, answers({"a": "old a", "b": "old b"}), stamp="20260101000000")
+    write_part(folder, answers({"b": "new b", "c": "c"}),
+               stamp="20260101000001")
+    damaged = write_part(folder, answers({"d": "d"}), stamp="20260101000002")
+    damaged.write_bytes(damaged.read_bytes()[:-40])
+    Location.of(folder).copy_tree(Location.of(tmp_path / "copy"))
+
+    here = look_up_here(requests, model, PARAMS, PromptCache(folder))
+    on_ray = look_up_on_ray(requests, model, PARAMS, PromptCache(tmp_path / "copy"),
+                            {"render_workers": 2})
+    pd.testing.assert_frame_equal(on_ray.keys, here.keys)
+    assert on_ray.keys["key"].map({k: t for t, k in key_of.items()}).tolist() == texts
+    by_key = {key: t for t, key in key_of.items()}
+    for lookup in (here, on_ray):
+        assert dict(zip(lookup.cached["key"].map(by_key), lookup.cached["output"])) == \
+            {"a": "old a", "b": "new b", "c": "c"}
+        assert lookup.cached["num_input_tokens"].tolist() == [7, 7, 7]
+        assert lookup.quarantined == 1 and lookup.todo_count == 2
+    todo = on_ray.todo.to_pandas().sort_values("key", ignore_index=True)
+    pd.testing.assert_frame_equal(todo, here.todo.sort_values("key", ignore_index=True), check_dtype=False)
+    assert sorted(todo["key"].map(by_key)) == ["d", "e"]

@@ -6,6 +6,12 @@
     python -m jobs.benchmark describe-cache --dataset movielens-100k graph.max_llm_nodes=200
     python -m jobs.benchmark describe-cost --datasets movielens-100k,movielens-1m,amazon-beauty --neighbours 5,10,20
     python -m jobs.benchmark prompt-tokens --run-folder <output_dir>/<run_id> --sample 2000
+    python -m jobs.benchmark prompt-lookup --prompts 200000 --cached-share 0.5
+
+`prompt-lookup` renders and keys seeded synthetic grouping prompts and looks them up in a cache
+that answers a share of them, once in the driver (`look_up_here`) and once on Ray Data
+(`look_up_on_ray`: rendering actors and a join), each in its own process: seconds, the driver's
+peak RSS, and what each found (equal by construction; tests/test_prompt_cache.py checks it).
 
 `prompt-tokens` counts, with the configured model's tokenizer, the input tokens of the semantic
 grouping prompts (chat-rendered, as the LLM stage sends them) of a seeded sample of a finished
@@ -389,7 +395,90 @@ def prompt_tokens(run_folder: str, sample: int, seed: int, overrides: list[str])
           f"{config['llm']['max_tokens']}")
 
 
+# ---------------------------------------------------------------------------------- prompt lookup
+
+def lookup_requests(prompts: int, items: int, seed: int) -> pd.DataFrame:
+    """`prompts` semantic-grouping requests of 15 items each, drawn (seeded) from a synthetic catalogue."""
+    from jobs.semantic import SYSTEM_PROMPT, row_schema, user_prompt
+
+    rng = np.random.default_rng(seed)
+    titles = [f"Item {i} - category {i % 97}" for i in range(items)]
+    drawn = rng.integers(0, items, size=(prompts, 15))
+    return pd.DataFrame({"request_id": np.arange(prompts), "system": SYSTEM_PROMPT.format(max_clusters=4),
+                         "user": [user_prompt([titles[i] for i in row]) for row in drawn],
+                         "schema": row_schema(15, 4)})
+
+
+def prompt_lookup(prompts: int, cached_share: float, seed: int, overrides: list[str]) -> None:
+    """Rendering + cache lookup of `prompts` grouping prompts, in the driver and on Ray Data (each in
+    its own process, so each peak RSS is its own), against one cache that answers `cached_share` of
+    them in parts of `llm.cache_part_rows` (a compacted cache). Nothing is generated."""
+    import pyarrow as pa
+
+    from rec_core.llm.prompt_cache import PromptCache
+    from rec_core.llm.stage import PromptRenderer, resolve_model, sampling_params
+    from rec_core.storage.part_files import write_part
+
+    config = load_config(None, overrides)
+    model, params = resolve_model(config["llm"]), sampling_params(config["llm"])
+    with tempfile.TemporaryDirectory() as folder:
+        requests = lookup_requests(prompts, 50_000, seed)
+        requests.to_parquet(Path(folder) / "requests.parquet")
+        answered = requests.iloc[: int(prompts * cached_share)]
+        began = time.perf_counter()
+        part_rows = config["llm"]["cache_part_rows"]
+        renderer = PromptRenderer(model, params)
+        for start in range(0, len(answered), part_rows):
+            keys = renderer(answered.iloc[start:start + part_rows])["key"]
+            write_part(Path(folder) / "cache", pa.Table.from_pandas(pd.DataFrame({
+                "key": keys, "model": model, "output": '{"clusters": []}', "num_input_tokens": 300,
+                "num_generated_tokens": 40, "created": "benchmark"}), preserve_index=False))
+        print(f"cache of {len(answered)} answers in {len(PromptCache(Path(folder) / 'cache').parts())} parts "
+              f"written in {time.perf_counter() - began:.1f} s", flush=True)
+        rows = []
+        for way in ("driver", "ray"):
+            child = subprocess.run([sys.executable, "-m", "jobs.benchmarks.llm", "lookup", folder, way,
+                                    json.dumps(config["llm"])], capture_output=True, text=True)
+            if child.returncode:
+                raise RuntimeError(f"prompt-lookup ({way}) failed:\n{child.stderr[-3000:]}")
+            rows.append({"way": way, **json.loads(child.stdout.strip().splitlines()[-1])})
+            print(json.dumps({"benchmark": "prompt-lookup", "prompts": prompts, "cached_share": cached_share,
+                              **rows[-1]}), flush=True)
+    print(f"\n== rendering + cache lookup of {prompts} prompts ({cached_share:.0%} cached), nothing generated")
+    print(pd.DataFrame(rows).to_string(index=False))
+
+
+def lookup_child(folder: str, way: str, llm_config: dict) -> dict:
+    """One side of prompt-lookup, in this process: seconds, this driver's peak RSS, what was found."""
+    import resource
+
+    from rec_core.llm.prompt_cache import PromptCache
+    from rec_core.llm.stage import look_up_here, look_up_on_ray, resolve_model, sampling_params
+
+    requests = pd.read_parquet(Path(folder) / "requests.parquet")
+    model, params = resolve_model(llm_config), sampling_params(llm_config)
+    cache = PromptCache(Path(folder) / "cache")
+    began = time.perf_counter()
+    if way == "ray":
+        import ray
+
+        ray.init(configure_logging=False, include_dashboard=False)
+        lookup = look_up_on_ray(requests, model, params, cache, llm_config)
+    else:
+        lookup = look_up_here(requests, model, params, cache)
+    return {"seconds": round(time.perf_counter() - began, 1), "cached_keys": len(lookup.cached),
+            "to_send": lookup.todo_count, "request_keys": int(lookup.keys["key"].notna().sum()),
+            "peak_driver_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
 def add_commands(commands) -> None:
+    lookup = commands.add_parser("prompt-lookup", help="rendering + prompt-cache lookup in the driver vs on Ray "
+                                                       "Data (a join), time and peak driver RSS")
+    lookup.add_argument("--prompts", type=int, default=200_000)
+    lookup.add_argument("--cached-share", type=float, default=0.5, help="share of the prompts the cache answers")
+    lookup.add_argument("--seed", type=int, default=0)
+    lookup.add_argument("overrides", nargs="*", help="key=value config overrides (llm.*)")
+    lookup.set_defaults(run=lambda args: prompt_lookup(args.prompts, args.cached_share, args.seed, args.overrides))
     speed = commands.add_parser("llm-throughput", help="Ray Data LLM stage vs bare vllm.LLM.chat; eager vs compiled")
     speed.add_argument("--prompts", type=int, default=96)
     speed.add_argument("--source", choices=["grouping", "descriptions"], default="grouping",
@@ -431,6 +520,9 @@ def add_commands(commands) -> None:
         add_data_arguments(parser)
 
 
-if __name__ == "__main__":  # the bare-vLLM side of llm-throughput, in its own process
-    figures = bare_vllm(pd.read_parquet(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text()))
-    Path(sys.argv[3]).write_text(json.dumps(figures))
+if __name__ == "__main__":  # a side of llm-throughput (bare vLLM) or of prompt-lookup, in its own process
+    if sys.argv[1] == "lookup":
+        print(json.dumps(lookup_child(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))))
+    else:
+        figures = bare_vllm(pd.read_parquet(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text()))
+        Path(sys.argv[3]).write_text(json.dumps(figures))

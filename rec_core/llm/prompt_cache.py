@@ -26,9 +26,11 @@ import pandas as pd
 import pyarrow as pa
 
 from rec_core.storage.location import Location
-from rec_core.storage.part_files import PartFolder, write_part
+from rec_core.storage.part_files import PartFolder, read_ordered, write_part
 
 COLUMNS = ["key", "model", "output", "num_input_tokens", "num_generated_tokens", "created"]
+ANSWER_SCHEMA = pa.schema([("key", pa.string()), ("output", pa.string()), ("num_input_tokens", pa.int64()),
+                           ("num_generated_tokens", pa.int64())])  # what a lookup needs of a row
 
 
 def prompt_key(model: str, sampling_params: dict, prompt: str) -> str:
@@ -55,6 +57,20 @@ class PromptCache:
         frame = pa.concat_tables(tables).to_pandas()
         return frame.drop_duplicates("key", keep="last").reset_index(drop=True)
 
+    def dataset(self, parts: list[Location]):
+        """The answers of `parts` (a listing from `parts()`) as a Ray Dataset (ANSWER_SCHEMA + `order`:
+        a key's newest answer has the largest), each part read and checked by a Ray task; the LLM
+        stage joins its prompts against it. `count_quarantined(parts)` afterwards counts the damaged."""
+        import ray
+
+        listing = ray.data.from_items([{"part": str(part), "position": position}
+                                       for position, part in enumerate(parts)])
+        return listing.map_batches(_read_answers, batch_size=1, batch_format="pandas",
+                                   fn_kwargs={"folder": str(self.folder)})
+
+    def count_quarantined(self, parts: list[Location]) -> int:
+        return self._parts.count_quarantined(parts)
+
     def add(self, rows: pd.DataFrame) -> int:
         """Append answers (columns as COLUMNS, `created` optional); returns rows written."""
         if rows.empty:
@@ -75,3 +91,8 @@ class PromptCache:
 
     def __len__(self) -> int:
         return sum(table.num_rows for table in self._parts.tables(columns=["key"]))
+
+
+def _read_answers(listing: pd.DataFrame, folder: str) -> pa.Table:
+    """A Ray task of PromptCache.dataset: the answers of its listed parts (each checked)."""
+    return read_ordered(folder, listing["part"].tolist(), listing["position"].tolist(), ANSWER_SCHEMA)

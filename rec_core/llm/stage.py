@@ -4,10 +4,21 @@
 
 `requests` has one row per prompt: `request_id`, `system` (the shared instruction: it comes first
 so vLLM's prefix cache reuses it across rows), `user` (the per-row text, last) and `schema` (a JSON
-schema for structured output, per row). The driver renders each row with the model's chat template
-(the cache key needs the rendered prompt before anything is sent); the key is hash(model, sampling
-params + schema, rendered prompt). Rows whose key is in the Parquet cache are answered from it,
-the rest go through one Ray Data pipeline built by `ray.data.llm.build_processor` with a vLLM
+schema for structured output, per row). Each row is rendered with the model's chat template (the
+cache key needs the rendered prompt before anything is sent); the key is hash(model, sampling
+params + schema, rendered prompt). Rows whose key is in the Parquet cache are answered from it.
+
+Rendering and the cache lookup grow with the prompts (836k grouping prompts at 1M users), so from
+`llm.distributed_min_prompts` prompts on they run on Ray Data (`look_up_on_ray`): the requests
+are rendered and keyed by `llm.render_workers` actors (the tokenizer loaded once per actor), one
+row per distinct prompt is kept, and that is joined (a left outer hash join) against the cache's
+answers, read and checked part by part by Ray tasks; the prompts not answered stay a Ray Dataset
+that feeds the engine. The driver receives the request ids with their keys and the cached answers
+(the caller's answer table is made of them), never the rendered prompts nor the cache's other
+rows. Fewer prompts are rendered and looked up in the driver (`look_up_here`: the same renderer
+class, a filtered read of the cache), where Ray's start-up would cost more than the work.
+
+The prompts not cached go through one Ray Data pipeline built by `ray.data.llm.build_processor` with a vLLM
 engine that takes the rendered text and tokenizes and detokenizes it itself, so the processor's
 separate chat-template, tokenize and detokenize stages are off: each would be one more actor
 importing transformers (on a 2-core machine they cost more start-up time than the whole
@@ -27,7 +38,7 @@ such rows are not cached and are retried next time.
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -46,6 +57,7 @@ ERROR_COLUMN = "__inference_error__"
 class LLMStats:
     prompts: int = 0
     cache_hits: int = 0
+    looked_up_on_ray: bool = False  # rendering and cache lookup on Ray Data (llm.distributed_min_prompts)
     cache_parts_quarantined: int = 0  # damaged cache parts moved aside (their prompts are sent again)
     cache_parts_compacted: int = 0  # small cache parts merged into bigger ones at the stage's end
     sent: int = 0
@@ -101,16 +113,34 @@ def neutralised(text: str, specials: list[str]) -> str:
     return text
 
 
-def render_prompts(model: str, systems, users) -> list[str]:
-    """The chat-template rendering vLLM's `LLM.chat` would apply, done once in the driver; the
+class PromptRenderer:
+    """The chat-template rendering vLLM's `LLM.chat` would apply, and the cache key of each prompt;
+    the tokenizer is loaded once (per driver, or per Ray Data actor of `look_up_on_ray`). The
     messages' special-token strings are neutralised first (they carry item text from the data)."""
-    from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    specials = special_token_texts(tokenizer)
-    return [tokenizer.apply_chat_template(messages_for(neutralised(s, specials), neutralised(u, specials)),
-                                          tokenize=False, add_generation_prompt=True)
-            for s, u in zip(systems, users)]
+    def __init__(self, model: str, params: dict | None = None):
+        from transformers import AutoTokenizer
+
+        self.model, self.params = model, params
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.specials = special_token_texts(self.tokenizer)
+
+    def prompts(self, systems, users) -> list[str]:
+        return [self.tokenizer.apply_chat_template(
+            messages_for(neutralised(s, self.specials), neutralised(u, self.specials)),
+            tokenize=False, add_generation_prompt=True) for s, u in zip(systems, users)]
+
+    def __call__(self, requests: pd.DataFrame) -> pd.DataFrame:
+        """request_id, key, prompt, schema of each request (`params`: the sampling parameters)."""
+        prompts = self.prompts(requests["system"], requests["user"])
+        keys = [prompt_key(self.model, {**self.params, "schema": schema}, prompt)
+                for schema, prompt in zip(requests["schema"], prompts)]
+        return pd.DataFrame({"request_id": requests["request_id"].to_numpy(), "key": keys, "prompt": prompts,
+                             "schema": requests["schema"].to_numpy()})
+
+
+def render_prompts(model: str, systems, users) -> list[str]:
+    return PromptRenderer(model).prompts(systems, users)
 
 
 def processor_config_kwargs(llm_config: dict, model: str) -> dict:
@@ -175,10 +205,8 @@ def check_resources(llm_config: dict) -> None:
                            f"{biggest}: lower llm.cpus_per_engine")
 
 
-def _preprocess(row: dict) -> dict:
-    return {"prompt": row["prompt"],
-            "sampling_params": {**json.loads(row["sampling"]),
-                                "structured_outputs": {"json": row["schema"]}}}
+def _preprocess(row: dict, params: dict) -> dict:
+    return {"prompt": row["prompt"], "sampling_params": {**params, "structured_outputs": {"json": row["schema"]}}}
 
 
 def _postprocess(row: dict) -> dict:
@@ -187,59 +215,134 @@ def _postprocess(row: dict) -> dict:
             "num_generated_tokens": int(row.get("num_generated_tokens") or 0), ERROR_COLUMN: ""}
 
 
+ANSWER_COLUMNS = ["key", "output", "num_input_tokens", "num_generated_tokens"]
+TODO_COLUMNS = ["key", "prompt", "schema"]
+RENDER_BATCH_ROWS = 4096  # requests per batch of a rendering actor
+
+
+@dataclass
+class PromptLookup:
+    """Where the requests stand before anything is sent."""
+
+    keys: pd.DataFrame  # request_id, key: one row per request, in request order
+    cached: pd.DataFrame  # ANSWER_COLUMNS: the newest cached answer of each key found
+    todo: "pd.DataFrame | object"  # TODO_COLUMNS, one row per key not cached: a frame, or a Ray Dataset
+    todo_count: int
+    quarantined: int  # damaged cache parts moved aside
+
+
+def look_up_here(requests: pd.DataFrame, model: str, params: dict, cache: PromptCache) -> PromptLookup:
+    """Rendering and lookup in this process (fewer than llm.distributed_min_prompts prompts)."""
+    rendered = PromptRenderer(model, params)(requests) if len(requests) else \
+        pd.DataFrame(columns=["request_id", *TODO_COLUMNS])
+    cached = cache.lookup(rendered["key"].unique())[ANSWER_COLUMNS]
+    todo = rendered[~rendered["key"].isin(cached["key"])].drop_duplicates("key")[TODO_COLUMNS]
+    return PromptLookup(rendered[["request_id", "key"]], cached, todo, len(todo), len(cache.quarantined_))
+
+
+def look_up_on_ray(requests: pd.DataFrame, model: str, params: dict, cache: PromptCache,
+                   llm_config: dict) -> PromptLookup:
+    """Rendering on Ray Data actors and the lookup as a join against the cache (module docstring)."""
+    import ray
+
+    _join_or_start_ray()
+    workers = int(llm_config["render_workers"])
+    blocks = [requests.iloc[start:start + RENDER_BATCH_ROWS] for start in range(0, len(requests), RENDER_BATCH_ROWS)]
+    rendered = ray.data.from_pandas(blocks).map_batches(
+        PromptRenderer, fn_constructor_kwargs={"model": model, "params": params}, batch_size=RENDER_BATCH_ROWS,
+        batch_format="pandas", concurrency=workers, num_cpus=1).materialize()
+    keys = _plain(rendered.select_columns(["request_id", "key"]).to_pandas())
+    distinct = rendered.select_columns(TODO_COLUMNS).groupby("key").map_groups(_first_row, batch_format="pandas")
+    parts = cache.parts()
+    if not parts:
+        todo = distinct.materialize()
+        return PromptLookup(keys, pd.DataFrame(columns=ANSWER_COLUMNS), todo, todo.count(), 0)
+    joined = distinct.join(cache.dataset(parts), "left_outer", num_partitions=max(2, workers), on=("key",))
+    joined = joined.materialize()
+    found = joined.map_batches(_answered, fn_kwargs={"answered": True}, batch_format="pandas").to_pandas()
+    found = found.reindex(columns=[*ANSWER_COLUMNS, "order"])  # no block answered: no columns at all
+    cached = _plain(found.sort_values("order").drop_duplicates("key", keep="last")[ANSWER_COLUMNS])
+    todo = joined.map_batches(_answered, fn_kwargs={"answered": False}, batch_format="pandas").materialize()
+    log.info("LLM: prompts rendered and looked up on Ray (%d requests, %d cache parts)", len(keys), len(parts))
+    return PromptLookup(keys, cached, todo, todo.count(), cache.count_quarantined(parts))
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Arrow-backed columns from Ray Data as the plain ones of the driver-side path."""
+    return pd.DataFrame({column: frame[column].to_list() for column in frame.columns})
+
+
+def _first_row(group: pd.DataFrame) -> pd.DataFrame:
+    return group.iloc[:1]
+
+
+def _answered(joined: pd.DataFrame, answered: bool) -> pd.DataFrame:
+    """The rows of the outer join that found an answer (ANSWER_COLUMNS + order), or those that did
+    not (TODO_COLUMNS: the join leaves their answer columns null)."""
+    found = joined["order"].notna() if "order" in joined else pd.Series(False, index=joined.index)
+    return joined.loc[found if answered else ~found].reindex(columns=[*ANSWER_COLUMNS, "order"] if answered
+                                                             else TODO_COLUMNS)
+
+
 def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
                 cache_flush_rows: int = 64) -> tuple[pd.DataFrame, LLMStats]:
     """Answers for every request: (request_id, key, output, error, num_input_tokens, num_generated_tokens, cached)."""
     began = time.perf_counter()
     model = resolve_model(llm_config)
     params = sampling_params(llm_config)
-    frame = requests.copy()
-    frame["prompt"] = render_prompts(model, frame["system"], frame["user"]) if len(frame) else []
-    frame["key"] = [prompt_key(model, {**params, "schema": schema}, prompt)
-                    for schema, prompt in zip(frame["schema"], frame["prompt"])]
-    stats = LLMStats(prompts=len(frame))
-    cached = cache.lookup(frame["key"].unique())
-    stats.cache_hits = int(frame["key"].isin(cached["key"]).sum())
-    stats.cache_parts_quarantined = len(cache.quarantined_)
-    todo = frame[~frame["key"].isin(cached["key"])].drop_duplicates("key")
+    if len(requests) >= llm_config["distributed_min_prompts"]:
+        lookup = look_up_on_ray(requests, model, params, cache, llm_config)
+    else:
+        lookup = look_up_here(requests, model, params, cache)
+    stats = LLMStats(prompts=len(requests), looked_up_on_ray=not isinstance(lookup.todo, pd.DataFrame))
+    stats.cache_hits = int(lookup.keys["key"].isin(lookup.cached["key"]).sum())
+    stats.cache_parts_quarantined = lookup.quarantined
     fresh: list[pd.DataFrame] = []
-    if len(todo):
+    if lookup.todo_count:
         log.info("LLM: %d prompts, %d answered from the cache, sending %d to %s",
-                 len(frame), stats.cache_hits, len(todo), model)
-        fresh = list(_generate(todo, model, params, llm_config, cache, cache_flush_rows, stats))
+                 len(requests), stats.cache_hits, lookup.todo_count, model)
+        fresh = list(_generate(lookup, model, params, llm_config, cache, cache_flush_rows, stats))
         stats.cache_parts_compacted = cache.compact(llm_config["cache_max_parts"], llm_config["cache_part_rows"])
-    answered = pd.concat([cached.assign(error="", cached=True), *fresh], ignore_index=True)
+    answered = pd.concat([lookup.cached.assign(error="", cached=True), *fresh], ignore_index=True)
     answered = answered.drop_duplicates("key", keep="last")[
         ["key", "output", "error", "num_input_tokens", "num_generated_tokens", "cached"]]
-    result = frame[["request_id", "key"]].merge(answered, on="key", how="left")
+    result = lookup.keys.merge(answered, on="key", how="left")
     result["error"] = result["error"].fillna("no answer returned")
     result["output"] = result["output"].fillna("")
     stats.seconds = round(time.perf_counter() - began, 2)
     return result, stats
 
 
-def _generate(todo: pd.DataFrame, model: str, params: dict, llm_config: dict, cache: PromptCache,
-              flush_rows: int, stats: LLMStats):
+def _join_or_start_ray() -> None:
     import ray
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     from rec_core.run.stopping import stop_cleanly_on_sigterm
 
     if not ray.is_initialized():
         ray.init(configure_logging=False)
         stop_cleanly_on_sigterm()
+
+
+def _generate(lookup: PromptLookup, model: str, params: dict, llm_config: dict, cache: PromptCache,
+              flush_rows: int, stats: LLMStats):
+    import ray
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    _join_or_start_ray()
     check_resources(llm_config)
     config = vLLMEngineProcessorConfig(**processor_config_kwargs(llm_config, model))
     # pre/postprocess are tiny: a whole CPU each would starve the engine on a small node
     light = {"num_cpus": 0.1}
-    processor = build_processor(config, preprocess=_preprocess, postprocess=_postprocess,
-                                preprocess_map_kwargs=light, postprocess_map_kwargs=light)
-    rows = pd.DataFrame({"key": todo["key"].to_numpy(), "prompt": todo["prompt"].to_numpy(),
-                         "schema": todo["schema"].to_numpy(), "sampling": json.dumps(params)})
+    processor = build_processor(config, preprocess=functools.partial(_preprocess, params=params),
+                                postprocess=_postprocess, preprocess_map_kwargs=light, postprocess_map_kwargs=light)
     # one block per engine batch: answers then stream out batch by batch (into the cache) instead
     # of all at once when a single input block is done
     size = int(llm_config["batch_size"])
-    dataset = ray.data.from_pandas([rows.iloc[start:start + size] for start in range(0, len(rows), size)])
+    if isinstance(lookup.todo, pd.DataFrame):
+        rows = lookup.todo.reset_index(drop=True)
+        dataset = ray.data.from_pandas([rows.iloc[start:start + size] for start in range(0, len(rows), size)])
+    else:
+        dataset = lookup.todo.repartition(target_num_rows_per_block=size)
     for batch in processor(dataset).iter_batches(batch_size=flush_rows, batch_format="pandas"):
         batch = _normalise(batch)
         ok = batch[batch["error"] == ""]
@@ -248,7 +351,7 @@ def _generate(todo: pd.DataFrame, model: str, params: dict, llm_config: dict, ca
         stats.input_tokens += int(batch["num_input_tokens"].sum())
         stats.output_tokens += int(batch["num_generated_tokens"].sum())
         cache.add(ok.assign(model=model)[["key", "model", "output", "num_input_tokens", "num_generated_tokens"]])
-        log.info("LLM: %d/%d answered (%d errors, %d output tokens)", stats.sent, len(todo), stats.errors,
+        log.info("LLM: %d/%d answered (%d errors, %d output tokens)", stats.sent, lookup.todo_count, stats.errors,
                  stats.output_tokens)
         yield batch.assign(cached=False)
 

@@ -252,6 +252,11 @@ class LLMConfig(Section):
     cache_max_parts: int = Field(64, ge=1, description="from more part files than this on, the stage ends by "
                                                        "compacting the prompt cache's small parts")
     cache_part_rows: int = Field(100000, ge=1, description="answers per compacted part of the prompt cache")
+    distributed_min_prompts: int = Field(50000, ge=1, description="from this many prompts on, they are rendered "
+                                                                  "and looked up in the cache on Ray Data (a join); "
+                                                                  "fewer in the driver (less than Ray's start-up)")
+    render_workers: int = Field(2, ge=1, description="Ray Data actors that render and key the prompts, 1 CPU each "
+                                                     "(each loads the tokenizer once)")
 
 
 class SessionConfig(Section):

@@ -19,6 +19,7 @@ import os
 import re
 import uuid
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -76,6 +77,13 @@ class PartFolder:
     def tables(self, **read_options) -> list[pa.Table]:
         return [table for part in self.parts() if (table := self.read(part, **read_options)) is not None]
 
+    def count_quarantined(self, parts: list[Location]) -> int:
+        """The parts of `parts` now in quarantine/ (moved aside by other processes reading them:
+        `read_ordered`), added to `quarantined_`; returns how many."""
+        aside = [part.name for part in parts if (self.folder / QUARANTINE / part.name).exists()]
+        self.quarantined_.extend(name for name in aside if name not in self.quarantined_)
+        return len(aside)
+
     def compact(self, key: str, max_parts: int, part_rows: int) -> int:
         """When the folder holds more than `max_parts` parts: runs of consecutive parts of fewer than
         `part_rows` rows are rewritten as parts of up to `part_rows` rows (a key's newest row kept),
@@ -128,3 +136,18 @@ class PartFolder:
         log.warning("cache part %s is damaged (%s): moved to %s; what it held is computed again",
                     part, reason, aside)
         return None
+
+
+def read_ordered(folder: "str | Location", parts: list[str], positions: list[int], schema: pa.Schema) -> pa.Table:
+    """The rows of `parts` (URIs of parts of `folder`) as `schema` plus `order`: the part's position
+    in its folder's listing times 2^32 plus the row's in the part, so a key's newest row is the one
+    of largest order, as in name order. Damaged parts are quarantined and give no rows. What a
+    worker process (a Ray task of the prompt cache's `dataset`) runs on its share of a listing."""
+    reader = PartFolder(folder)
+    tables = []
+    for part, position in zip(parts, positions):
+        table = reader.read(Location.of(part), columns=schema.names)
+        if table is not None:
+            order = (int(position) << 32) + np.arange(table.num_rows, dtype=np.int64)
+            tables.append(table.select(schema.names).cast(schema).append_column("order", pa.array(order)))
+    return pa.concat_tables(tables) if tables else schema.append(pa.field("order", pa.int64())).empty_table()
