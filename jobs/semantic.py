@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -172,6 +173,27 @@ def group_with_llm(items: pd.DataFrame, histories: dict[int, list[int]], config:
     return rows, {"llm": stats.as_dict()}
 
 
+class Groupings(Sequence):
+    """Each id's clusters (lists of item ids), from the id and item_ids columns of a clusters table
+    sorted by id and cluster; a grouping's lists are built when it is read. The coherence reads a
+    sample of `semantic.coherence_users` groupings: lists for every cluster (2M at 1M users) would
+    cost the driver hundreds of MiB for nothing."""
+
+    def __init__(self, ids: np.ndarray, item_ids: pd.Series):
+        self.item_ids = item_ids
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
+        self.bounds = np.stack([starts, np.r_[starts[1:], len(ids)][:len(starts)]], axis=1).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def __getitem__(self, index: int) -> list[list[int]]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        start, end = self.bounds[index]
+        return [list(members) for members in self.item_ids.iloc[start:end]]
+
+
 def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, list[int]], backend: str,
                     id_column: str = "user_id") -> pd.DataFrame:
     """Group each history (id -> item ids) with `backend` into table `table_name`, inside run stage
@@ -205,10 +227,7 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         info["users"] = dict(Counter(per_user))
         info["clusters_per_user"] = round(float(grouped.groupby(id_column).size().mean()), 3) if len(grouped) else 0.0
         labels = {int(i): frozenset(l) for i, l in zip(items["item_id"], items["labels"])}
-        ids = grouped[id_column].to_numpy()  # sorted by id and cluster above
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
-        clusters = [list(members) for members in grouped["item_ids"]]
-        groupings = [clusters[a:b] for a, b in zip(starts, np.r_[starts[1:], len(ids)])]
+        groupings = Groupings(grouped[id_column].to_numpy(), grouped["item_ids"])  # sorted by id and cluster
         info["coherence"] = coherence(groupings, labels, seed=config["seed"],
                                       max_users=config["semantic"]["coherence_users"])
         log.info("%s: %s %s, %.2f clusters each, coherence %.3f vs random %.3f", stage, id_column, info["users"],

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from rec_core.interests.coherence import coherence
@@ -35,3 +36,25 @@ def test_a_capped_diagnostic_reads_a_seeded_sample_and_is_unchanged_under_the_ca
     assert sampled["users"] == 50 and sampled["sampled_from"] == 200
     assert sampled == coherence(groupings, LABELS, draws=3, seed=1, max_users=50)  # seeded
     assert sampled["coherence"] == pytest.approx(whole["coherence"], abs=0.15)
+
+
+def test_groupings_built_on_read_equal_the_lists_and_their_coherence():
+    """jobs.semantic.Groupings (each id's clusters built when read, from a clusters table's columns)
+    gives the lists the stage built before it, and the same coherence, sampled or not."""
+    import pandas as pd
+
+    from jobs.semantic import Groupings
+
+    rng = np.random.default_rng(0)
+    ids = np.sort(rng.integers(0, 300, 1000))
+    items = pd.Series([list(rng.integers(0, 50, rng.integers(1, 5))) for _ in ids])
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    clusters = [list(members) for members in items]
+    lists = [clusters[a:b] for a, b in zip(starts, np.r_[starts[1:], len(ids)])]
+    groupings = Groupings(ids, items)
+    assert len(groupings) == len(lists) and list(groupings) == lists and groupings[-1] == lists[-1]
+    labels = {item: frozenset([item % 7]) for item in range(50)}
+    for max_users in (None, 50):
+        assert coherence(groupings, labels, seed=3, max_users=max_users) == \
+            coherence(lists, labels, seed=3, max_users=max_users)
+    assert list(Groupings(np.zeros(0, np.int64), pd.Series([], dtype=object))) == []
