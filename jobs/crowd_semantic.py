@@ -12,14 +12,14 @@ first, by mean similarity of their members). The table has the columns of
 
 from __future__ import annotations
 
-import pandas as pd
+import pyarrow as pa
 
 from jobs.semantic import group_histories
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
 
 
-def crowd_semantic(run: Run) -> pd.DataFrame:
+def crowd_semantic(run: Run) -> pa.Table:
     synthesized = run.read_table("synthesized_users").sort_values("synth_id")
     limit = run.config["crowd"]["max_synthesized"]
     if limit:

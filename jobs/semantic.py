@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from rec_core.data.splits import recent_items
 from rec_core.interests.coherence import coherence
@@ -120,7 +122,7 @@ def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], con
     return group_on_ray(grouping, histories, semantic["grouping_workers"]), {**extra, "distributed": True}
 
 
-def group_on_ray(grouping, histories: dict[int, list[int]], workers: int, batch_size: int = 4096) -> pd.DataFrame:
+def group_on_ray(grouping, histories: dict[int, list[int]], workers: int, batch_size: int = 4096) -> pa.Table:
     import ray
 
     from jobs.train import init_ray
@@ -131,8 +133,8 @@ def group_on_ray(grouping, histories: dict[int, list[int]], workers: int, batch_
     grouped = ray.data.from_pandas(blocks).map_batches(
         EncoderGroupingActor, fn_constructor_kwargs={"grouping": grouping}, batch_size=batch_size,
         batch_format="pandas", concurrency=workers, num_cpus=1)
-    rows = grouped.to_pandas()  # Arrow-backed columns: back to the plain ones the driver's rows have
-    return pd.DataFrame({column: rows[column].to_list() for column in ROW_COLUMNS})
+    # the actors' Arrow blocks as they are: Python lists of 2M clusters would cost the driver ~1 GiB
+    return pa.concat_tables(ray.get(grouped.to_arrow_refs()), promote_options="permissive")
 
 
 def cluster_requests(items: pd.DataFrame, histories: dict[int, list[int]], max_clusters: int) -> pd.DataFrame:
@@ -173,13 +175,37 @@ def group_with_llm(items: pd.DataFrame, histories: dict[int, list[int]], config:
     return rows, {"llm": stats.as_dict()}
 
 
+def clusters_table(reused: pd.DataFrame, rows, id_column: str, keys: dict[int, str]) -> pa.Table:
+    """The table a grouping stage writes: the rows kept from the previous run and the new ones (a
+    list of row dicts, a frame, or the Arrow table of the distributed grouping), sorted by id and
+    cluster (stable), with each history's input_key. Built in Arrow: at 1M users the distributed
+    grouping's 2M clusters never become Python lists in the driver."""
+    schema = pa.schema([(id_column, pa.int64()), ("cluster", pa.int64()), ("name", pa.string()),
+                        ("item_ids", pa.list_(pa.int64())), ("status", pa.string()), ("backend", pa.string()),
+                        ("cache_key", pa.string()), ("detail", pa.string())])
+
+    def arrow(frame) -> pa.Table:
+        if not isinstance(frame, pa.Table):
+            frame = pa.Table.from_pandas(pd.DataFrame(frame, columns=ROW_COLUMNS).rename(columns={"user_id": id_column}),
+                                         preserve_index=False)
+        frame = frame.rename_columns([id_column if name == "user_id" else name for name in frame.column_names])
+        return frame.select(schema.names).cast(schema)
+
+    parts = [arrow(reused[[id_column, *ROW_COLUMNS[1:]]]) if len(reused) else None, arrow(rows)]
+    table = pa.concat_tables([part for part in parts if part is not None])
+    table = table.sort_by([(id_column, "ascending"), ("cluster", "ascending")])  # Arrow's sort is stable
+    known = np.fromiter(keys, np.int64, len(keys))
+    position = pc.index_in(table[id_column], value_set=pa.array(known))
+    return table.append_column("input_key", pc.take(pa.array(list(keys.values()), pa.string()), position))
+
+
 class Groupings(Sequence):
-    """Each id's clusters (lists of item ids), from the id and item_ids columns of a clusters table
-    sorted by id and cluster; a grouping's lists are built when it is read. The coherence reads a
-    sample of `semantic.coherence_users` groupings: lists for every cluster (2M at 1M users) would
+    """Each id's clusters (lists of item ids), from the id and item_ids columns (Arrow) of a clusters
+    table sorted by id and cluster; a grouping's lists are built when it is read. The coherence reads
+    a sample of `semantic.coherence_users` groupings: lists for every cluster (2M at 1M users) would
     cost the driver hundreds of MiB for nothing."""
 
-    def __init__(self, ids: np.ndarray, item_ids: pd.Series):
+    def __init__(self, ids: np.ndarray, item_ids: pa.ChunkedArray):
         self.item_ids = item_ids
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.zeros(0, np.int64)
         self.bounds = np.stack([starts, np.r_[starts[1:], len(ids)][:len(starts)]], axis=1).astype(np.int64)
@@ -191,13 +217,13 @@ class Groupings(Sequence):
         if not -len(self) <= index < len(self):
             raise IndexError(index)
         start, end = self.bounds[index]
-        return [list(members) for members in self.item_ids.iloc[start:end]]
+        return self.item_ids.slice(start, end - start).to_pylist()
 
 
 def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, list[int]], backend: str,
-                    id_column: str = "user_id") -> pd.DataFrame:
+                    id_column: str = "user_id") -> pa.Table:
     """Group each history (id -> item ids) with `backend` into table `table_name`, inside run stage
-    `stage` (shared by this stage and jobs.crowd_semantic)."""
+    `stage` (shared by this stage and jobs.crowd_semantic); returns the table written."""
     config = run.config
     if backend not in ("encoder", "llm"):
         raise ValueError(f"semantic.backend must be 'encoder' or 'llm', got {backend!r}")
@@ -215,19 +241,19 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         rows, extra = [], {}
         if pending:
             rows, extra = (group_with_encoder if backend == "encoder" else group_with_llm)(items, pending, config)
-        table = pd.concat([reused, pd.DataFrame(rows).rename(columns={"user_id": id_column})], ignore_index=True)
-        if len(table):
-            table = table.sort_values([id_column, "cluster"], kind="stable", ignore_index=True)
-            table["input_key"] = table[id_column].map(keys)
+        table = clusters_table(reused, rows, id_column, keys)
         info["histories"] = {"grouped": len(pending), "kept_from_previous_run": len(taken)}
         info["rows"] = {table_name: run.write_table(table_name, table)}
-        per_user = table.drop_duplicates(id_column)["status"]
-        grouped = table[table["status"] != FAILED]
+        ids, status = table[id_column].to_numpy(), table["status"].to_numpy(zero_copy_only=False)
+        first_rows = np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, bool)  # sorted by id
+        grouped = table.filter(pa.array(status != FAILED))
+        grouped_ids = grouped[id_column].to_numpy()
         info.update(extra)
-        info["users"] = dict(Counter(per_user))
-        info["clusters_per_user"] = round(float(grouped.groupby(id_column).size().mean()), 3) if len(grouped) else 0.0
+        info["users"] = dict(Counter(status[first_rows].tolist()))
+        info["clusters_per_user"] = round(len(grouped_ids) / len(np.unique(grouped_ids)), 3) if len(grouped_ids) \
+            else 0.0
         labels = {int(i): frozenset(l) for i, l in zip(items["item_id"], items["labels"])}
-        groupings = Groupings(grouped[id_column].to_numpy(), grouped["item_ids"])  # sorted by id and cluster
+        groupings = Groupings(grouped_ids, grouped["item_ids"])  # sorted by id and cluster
         info["coherence"] = coherence(groupings, labels, seed=config["seed"],
                                       max_users=config["semantic"]["coherence_users"])
         log.info("%s: %s %s, %.2f clusters each, coherence %.3f vs random %.3f", stage, id_column, info["users"],
@@ -235,7 +261,7 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
     return table
 
 
-def semantic(run: Run) -> pd.DataFrame:
+def semantic(run: Run) -> pa.Table:
     semantic_config = run.config["semantic"]
     users = select_users(run.read_table("user_splits"), semantic_config["max_users"],
                          semantic_config["selection_seed"])

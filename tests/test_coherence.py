@@ -42,19 +42,20 @@ def test_groupings_built_on_read_equal_the_lists_and_their_coherence():
     """jobs.semantic.Groupings (each id's clusters built when read, from a clusters table's columns)
     gives the lists the stage built before it, and the same coherence, sampled or not."""
     import pandas as pd
+    import pyarrow as pa
 
     from jobs.semantic import Groupings
 
     rng = np.random.default_rng(0)
     ids = np.sort(rng.integers(0, 300, 1000))
-    items = pd.Series([list(rng.integers(0, 50, rng.integers(1, 5))) for _ in ids])
+    items = pd.Series([rng.integers(0, 50, rng.integers(1, 5)).tolist() for _ in ids])
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     clusters = [list(members) for members in items]
     lists = [clusters[a:b] for a, b in zip(starts, np.r_[starts[1:], len(ids)])]
-    groupings = Groupings(ids, items)
+    groupings = Groupings(ids, pa.chunked_array([pa.array(items.iloc[:400].tolist()), pa.array(items.iloc[400:].tolist())]))
     assert len(groupings) == len(lists) and list(groupings) == lists and groupings[-1] == lists[-1]
     labels = {item: frozenset([item % 7]) for item in range(50)}
     for max_users in (None, 50):
         assert coherence(groupings, labels, seed=3, max_users=max_users) == \
             coherence(lists, labels, seed=3, max_users=max_users)
-    assert list(Groupings(np.zeros(0, np.int64), pd.Series([], dtype=object))) == []
+    assert list(Groupings(np.zeros(0, np.int64), pa.chunked_array([], pa.list_(pa.int64())))) == []

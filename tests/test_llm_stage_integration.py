@@ -36,7 +36,7 @@ def llm_run(tmp_path_factory, data_dir):
 def test_llm_backend_writes_validated_clusters_and_reruns_from_cache(llm_run):
     from jobs.semantic import semantic
 
-    table = semantic(llm_run)
+    table = semantic(llm_run).to_pandas()
     stage = llm_run.manifest["stages"]["semantic"]
     assert stage["llm"]["sent"] == 4 and stage["llm"]["errors"] == 0
     assert stage["llm"]["output_tokens"] > 0 and stage["llm"]["input_tokens"] > 0
@@ -127,7 +127,7 @@ def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir)
 
     # the restart, same run id, with the prompts rendered and looked up on Ray Data (a join against
     # the cache) and the prompts left sent from the join's Ray Dataset
-    table = semantic(Run(load_config(None, [*overrides, "llm.distributed_min_prompts=1"])))
+    table = semantic(Run(load_config(None, [*overrides, "llm.distributed_min_prompts=1"]))).to_pandas()
     stats = json.loads((tmp_path / "killed" / "manifest.json").read_text())["stages"]["semantic"]
     assert stats["status"] == "done"
     assert stats["llm"]["cache_parts_quarantined"] == 1 and stats["llm"]["looked_up_on_ray"]

@@ -90,26 +90,29 @@ def test_user_budget_picks_the_same_users_whatever_the_split():
 @pytest.mark.integration
 def test_the_distributed_grouping_writes_the_rows_of_the_in_process_one(local_ray, data_dir, tmp_path):
     """Real Ray Data actors over ML-100K's 943 users (batches of 100, 2 actors) against the driver."""
-    from jobs.semantic import encoder_rows, group_on_ray
+    import pyarrow.parquet as pq
+
+    from jobs.semantic import clusters_table, encoder_rows, group_on_ray
     from rec_core.data.splits import recent_items
     from rec_core.data.datasets import load_dataset
     from rec_core.interests.grouping import EncoderGrouping
+    from rec_core.run.incremental import history_keys
 
     tables = load_dataset("movielens-100k", data_dir)
     histories = recent_items(tables.interactions, tables.users["user_id"].to_numpy(), 15)
     grouping = EncoderGrouping(cache_dir=str(tmp_path)).fit(tables.items)
     here = pd.DataFrame(encoder_rows(grouping, histories.items()))
-    distributed = group_on_ray(grouping, histories, workers=2, batch_size=100)
-    key = ["user_id", "cluster"]
-    distributed = distributed.sort_values(key, ignore_index=True)
-    assert len(here) > 2 * len(histories)
-    pd.testing.assert_frame_equal(distributed, here.sort_values(key, ignore_index=True))
-    # plain columns, as the driver's: the table reads back as the training workers read it
-    assert isinstance(distributed["item_ids"].iloc[0], list)
+    distributed = group_on_ray(grouping, histories, workers=2, batch_size=100)  # Arrow, in the actors' order
+    assert len(here) > 2 * len(histories) and distributed.num_rows == len(here)
+    # the table the stage writes is the same from both (clusters_table: sorted, typed, input_key)
+    keys = history_keys(tables.items, histories)
+    written = clusters_table(pd.DataFrame(), distributed, "user_id", keys)
+    assert written.equals(clusters_table(pd.DataFrame(), here, "user_id", keys))
+    assert written.column("input_key").null_count == 0
     from rec_core.train.ray_train import load_clusters
 
     (tmp_path / "user_semantic_clusters").mkdir()
-    distributed.to_parquet(tmp_path / "user_semantic_clusters" / "part-0.parquet")
+    pq.write_table(written, tmp_path / "user_semantic_clusters" / "part-0.parquet")
     assert load_clusters(tmp_path)[int(here["user_id"].iloc[0])] == [list(c) for c in here["item_ids"][
         here["user_id"] == here["user_id"].iloc[0]]]
 

@@ -346,7 +346,7 @@ def describe_cost(datasets: list[str], config_path: str | None, overrides: list[
 
 def grouping(dataset: str, config_path: str | None, overrides: list[str], backend: str, examples: int) -> None:
     run = ingested_run(dataset, config_path, [f"semantic.backend={backend}", *overrides], f"grouping-{backend}")
-    table = semantic(run)
+    table = semantic(run).to_pandas()
     info = run.manifest["stages"]["semantic"]
     texts = dict(zip(run.read_table("items")["item_id"], run.read_table("items")["text"]))
     print(f"\n== grouping on {dataset}, backend {backend}, {len(table['user_id'].unique())} users "

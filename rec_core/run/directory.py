@@ -301,12 +301,13 @@ class Run:
     def table_path(self, name: str) -> Location:
         return self.root / name
 
-    def write_table(self, name: str, frame: pd.DataFrame) -> int:
-        """Write `frame` as <run>/<name>/part-0.parquet (atomically: temp file, then rename) and
-        register its checksum."""
+    def write_table(self, name: str, frame: "pd.DataFrame | pa.Table") -> int:
+        """Write `frame` (pandas or Arrow) as <run>/<name>/part-0.parquet (atomically: temp file,
+        then rename) and register its checksum."""
         folder = self.table_path(name)
         folder.mkdir()
-        write_parquet(pa.Table.from_pandas(frame, preserve_index=False), folder / TABLE_FILE)
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+        write_parquet(table, folder / TABLE_FILE)
         self.register_output(f"{name}/{TABLE_FILE}")
         return len(frame)
 
