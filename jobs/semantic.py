@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -242,14 +241,16 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         if pending:
             rows, extra = (group_with_encoder if backend == "encoder" else group_with_llm)(items, pending, config)
         table = clusters_table(reused, rows, id_column, keys)
+        del rows, reused  # the distributed grouping's blocks: the table is a sorted copy
         info["histories"] = {"grouped": len(pending), "kept_from_previous_run": len(taken)}
         info["rows"] = {table_name: run.write_table(table_name, table)}
-        ids, status = table[id_column].to_numpy(), table["status"].to_numpy(zero_copy_only=False)
+        ids = table[id_column].to_numpy()
         first_rows = np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, bool)  # sorted by id
-        grouped = table.filter(pa.array(status != FAILED))
+        grouped = table.filter(pc.not_equal(table["status"], FAILED))
         grouped_ids = grouped[id_column].to_numpy()
         info.update(extra)
-        info["users"] = dict(Counter(status[first_rows].tolist()))
+        per_user = pc.value_counts(table["status"].filter(pa.array(first_rows)))  # in order of first appearance
+        info["users"] = {str(count["values"]): int(count["counts"]) for count in per_user.to_pylist()}
         info["clusters_per_user"] = round(len(grouped_ids) / len(np.unique(grouped_ids)), 3) if len(grouped_ids) \
             else 0.0
         labels = {int(i): frozenset(l) for i, l in zip(items["item_id"], items["labels"])}
