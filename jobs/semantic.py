@@ -132,8 +132,11 @@ def group_on_ray(grouping, histories: dict[int, list[int]], workers: int, batch_
     grouped = ray.data.from_pandas(blocks).map_batches(
         EncoderGroupingActor, fn_constructor_kwargs={"grouping": grouping}, batch_size=batch_size,
         batch_format="pandas", concurrency=workers, num_cpus=1)
-    # the actors' Arrow blocks as they are: Python lists of 2M clusters would cost the driver ~1 GiB
-    return pa.concat_tables(ray.get(grouped.to_arrow_refs()), promote_options="permissive")
+    # the actors' Arrow blocks as they are (Python lists of 2M clusters would cost the driver ~1 GiB),
+    # in user order: each block holds a run of consecutive users, the blocks may come in any order
+    blocks = [block for block in ray.get(grouped.to_arrow_refs()) if block.num_rows]
+    blocks.sort(key=lambda block: block["user_id"][0].as_py())
+    return pa.concat_tables(blocks, promote_options="permissive")
 
 
 def cluster_requests(items: pd.DataFrame, histories: dict[int, list[int]], max_clusters: int) -> pd.DataFrame:
@@ -177,8 +180,9 @@ def group_with_llm(items: pd.DataFrame, histories: dict[int, list[int]], config:
 def clusters_table(reused: pd.DataFrame, rows, id_column: str, keys: dict[int, str]) -> pa.Table:
     """The table a grouping stage writes: the rows kept from the previous run and the new ones (a
     list of row dicts, a frame, or the Arrow table of the distributed grouping), sorted by id and
-    cluster (stable), with each history's input_key. Built in Arrow: at 1M users the distributed
-    grouping's 2M clusters never become Python lists in the driver."""
+    cluster (stable; a table already in that order, as the distributed grouping's usually is, is not
+    copied), with each history's input_key. Built in Arrow: at 1M users the distributed grouping's
+    2M clusters never become Python lists in the driver."""
     schema = pa.schema([(id_column, pa.int64()), ("cluster", pa.int64()), ("name", pa.string()),
                         ("item_ids", pa.list_(pa.int64())), ("status", pa.string()), ("backend", pa.string()),
                         ("cache_key", pa.string()), ("detail", pa.string())])
@@ -192,7 +196,9 @@ def clusters_table(reused: pd.DataFrame, rows, id_column: str, keys: dict[int, s
 
     parts = [arrow(reused[[id_column, *ROW_COLUMNS[1:]]]) if len(reused) else None, arrow(rows)]
     table = pa.concat_tables([part for part in parts if part is not None])
-    table = table.sort_by([(id_column, "ascending"), ("cluster", "ascending")])  # Arrow's sort is stable
+    ids, clusters = table[id_column].to_numpy(), table["cluster"].to_numpy()
+    if not np.all((ids[1:] > ids[:-1]) | ((ids[1:] == ids[:-1]) & (clusters[1:] >= clusters[:-1]))):
+        table = table.sort_by([(id_column, "ascending"), ("cluster", "ascending")])  # Arrow's sort is stable
     known = np.fromiter(keys, np.int64, len(keys))
     position = pc.index_in(table[id_column], value_set=pa.array(known))
     return table.append_column("input_key", pc.take(pa.array(list(keys.values()), pa.string()), position))

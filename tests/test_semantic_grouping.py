@@ -126,3 +126,25 @@ def test_recent_items_are_each_users_latest_in_order_also_when_rows_interleave()
     expected = {int(u): g["item_id"].to_numpy()[-7:].tolist() for u, g in frame[frame["user_id"].isin(users)]
                 .groupby("user_id", sort=True)}
     assert recent_items(frame, users, 7) == expected and list(recent_items(frame, users, 7)) == list(expected)
+
+
+def test_clusters_table_sorts_types_and_keys_the_rows_in_any_order():
+    """The table a grouping stage writes does not depend on the order rows arrive in (the distributed
+    grouping's blocks come in any order), the rows kept from a previous run included."""
+    from jobs.semantic import clusters_table
+
+    rng = np.random.default_rng(1)
+    rows = [{"user_id": user, "cluster": cluster, "name": f"n{cluster}", "item_ids": [user, cluster], "status": "ok",
+             "backend": "encoder", "cache_key": "", "detail": ""}
+            for user in range(50) for cluster in range(int(rng.integers(1, 4)))]
+    keys = {user: f"key {user}" for user in range(50)}
+    table = clusters_table(pd.DataFrame(), rows, "user_id", keys)
+    assert table.equals(clusters_table(pd.DataFrame(), [rows[i] for i in rng.permutation(len(rows))], "user_id", keys))
+    kept = pd.DataFrame(rows[:10])  # a previous run's rows for the first users, then the new ones
+    assert table.equals(clusters_table(kept, rows[10:][::-1], "user_id", keys))
+    frame = table.to_pandas()
+    assert frame[["user_id", "cluster"]].equals(frame[["user_id", "cluster"]].sort_values(["user_id", "cluster"]))
+    assert (frame["input_key"] == "key " + frame["user_id"].astype(str)).all()
+    empty = clusters_table(pd.DataFrame(), [], "synth_id", {})
+    assert empty.num_rows == 0 and empty.schema.names[0] == "synth_id" and empty.schema.field("item_ids").type == \
+        table.schema.field("item_ids").type

@@ -84,7 +84,7 @@ class UserCliques:
         row_of = {int(user): row for row, user in enumerate(users.tolist())}
         groups = self._select(graph, {row_of[int(u)] for u in taken if int(u) in row_of})
         self.users_ = users
-        self.graph_ = nx.relabel_nodes(graph, dict(enumerate(users.tolist())))
+        self.edges_ = pd.DataFrame({"user": users[heads[edge]], "other": users[tails[edge]], "weight": weights[edge]})
         self.cliques_ = [tuple(sorted(int(users[u]) for u in group)) for group in groups]
         self.stats_ = {"users": len(users), "edges": graph.number_of_edges(),
                        "items_left_out_of_similarity": int((item_users > self.max_item_users).sum()),
@@ -92,6 +92,16 @@ class UserCliques:
                        "mean_size": round(float(np.mean([len(c) for c in self.cliques_])), 2) if self.cliques_ else 0.0}
         log.info("user cliques: %s", self.stats_)
         return self
+
+    @property
+    def graph_(self) -> nx.Graph:
+        """The mutual-kNN graph over user ids, built from `edges_` when asked: fit's own graph (over
+        user rows) is let go when fit returns, since networkx's dicts for 800k users cost ~1 GiB."""
+        graph = nx.Graph()
+        graph.add_nodes_from(self.users_.tolist())
+        graph.add_weighted_edges_from(zip(self.edges_["user"].tolist(), self.edges_["other"].tolist(),
+                                          self.edges_["weight"].tolist()))
+        return graph
 
     def _select(self, graph: nx.Graph, taken: set[int]) -> list[list[int]]:
         def score(members):
