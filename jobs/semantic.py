@@ -252,7 +252,8 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         info["rows"] = {table_name: run.write_table(table_name, table)}
         ids = table[id_column].to_numpy()
         first_rows = np.r_[True, ids[1:] != ids[:-1]] if len(ids) else np.zeros(0, bool)  # sorted by id
-        grouped = table.filter(pc.not_equal(table["status"], FAILED))
+        failed = pc.equal(table["status"], FAILED)
+        grouped = table.filter(pc.invert(failed)) if pc.any(failed).as_py() else table  # a filter copies
         grouped_ids = grouped[id_column].to_numpy()
         info.update(extra)
         per_user = pc.value_counts(table["status"].filter(pa.array(first_rows)))  # in order of first appearance
