@@ -183,9 +183,10 @@ def clusters_table(reused: pd.DataFrame, rows, id_column: str, keys: dict[int, s
     cluster (stable; a table already in that order, as the distributed grouping's usually is, is not
     copied), with each history's input_key. Built in Arrow: at 1M users the distributed grouping's
     2M clusters never become Python lists in the driver."""
-    schema = pa.schema([(id_column, pa.int64()), ("cluster", pa.int64()), ("name", pa.string()),
-                        ("item_ids", pa.list_(pa.int64())), ("status", pa.string()), ("backend", pa.string()),
-                        ("cache_key", pa.string()), ("detail", pa.string())])
+    text = pa.large_string()  # as pandas' str columns were written before this was built in Arrow
+    schema = pa.schema([(id_column, pa.int64()), ("cluster", pa.int64()), ("name", text),
+                        ("item_ids", pa.list_(pa.int64())), ("status", text), ("backend", text),
+                        ("cache_key", text), ("detail", text)])
 
     def arrow(frame) -> pa.Table:
         if not isinstance(frame, pa.Table):
@@ -201,7 +202,7 @@ def clusters_table(reused: pd.DataFrame, rows, id_column: str, keys: dict[int, s
         table = table.sort_by([(id_column, "ascending"), ("cluster", "ascending")])  # Arrow's sort is stable
     known = np.fromiter(keys, np.int64, len(keys))
     position = pc.index_in(table[id_column], value_set=pa.array(known))
-    return table.append_column("input_key", pc.take(pa.array(list(keys.values()), pa.string()), position))
+    return table.append_column("input_key", pc.take(pa.array(list(keys.values()), text), position))
 
 
 class Groupings(Sequence):

@@ -296,3 +296,16 @@ def test_an_interaction_file_with_only_its_header_is_named(tmp_path):
     folder = write_generic(tmp_path, [], ITEMS)
     with pytest.raises(DataError, match="no interactions left"):
         load_dataset("generic", path=str(folder))
+
+
+def test_repeated_rows_are_pandas_duplicated_keep_first():
+    """The generic loader's duplicate check (a stable sort, no hash table of every row) marks the rows
+    pandas' duplicated() marks: every later copy of a row, never its first."""
+    from rec_core.data.datasets import repeated_rows
+
+    rng = np.random.default_rng(0)
+    for rows in (0, 1, 7, 1000, 100_000):
+        users, items, times = rng.integers(0, 30, rows), rng.integers(0, 20, rows), rng.integers(0, 5, rows)
+        expected = pd.DataFrame({"u": users, "i": items, "t": times}).duplicated().to_numpy()
+        assert (repeated_rows(users, items, times) == expected).all()
+    assert repeated_rows(np.array([3, 3, 3]), np.array([1, 1, 1]), np.array([9, 9, 9])).tolist() == [False, True, True]

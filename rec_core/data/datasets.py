@@ -447,13 +447,30 @@ def _generic_events_arrow(path: "str | os.PathLike | Location", skips: Counter) 
         skips["interactions_with_empty_id"] = int(empty.sum())
         log.warning("%s: skipped %d interactions with an empty user or item id", path, int(empty.sum()))
         frame = frame[~empty]
-    repeated = pd.DataFrame({"user": pd.factorize(frame["user_source"])[0],
-                             "item": pd.factorize(frame["item_source"])[0], "ts": frame["ts"].to_numpy()}).duplicated()
+    repeated = repeated_rows(frame["user_source"].cat.codes.to_numpy(), frame["item_source"].cat.codes.to_numpy(),
+                             frame["ts"].to_numpy())
     if repeated.any():  # an exact repeat of (user, item, timestamp) is one event
         skips["duplicate_interactions"] = int(repeated.sum())
         log.warning("%s: skipped %d exact duplicate interactions", path, int(repeated.sum()))
-        frame = frame[~repeated.to_numpy()]
+        frame = frame[~repeated]
     return frame.reset_index(drop=True)
+
+
+def repeated_rows(*columns: np.ndarray) -> np.ndarray:
+    """Which rows repeat an earlier row exactly in every column (pandas' `duplicated(keep="first")`):
+    a stable sort by the columns puts equal rows next to each other in file order, so a row repeats
+    when it equals the row before it. A few arrays of the rows' length instead of the hash table of
+    every row that pandas builds (1.2 GB at 11.5M events)."""
+    if not len(columns[0]):
+        return np.zeros(0, bool)
+    order = np.lexsort(columns[::-1])  # by the first column, then the next...; stable
+    same = np.ones(len(order) - 1, bool)
+    for column in columns:
+        ordered = column[order]
+        same &= ordered[1:] == ordered[:-1]
+    repeated = np.zeros(len(order), bool)
+    repeated[order[1:][same]] = True
+    return repeated
 
 
 def _stripped_categories(column) -> pd.Categorical:
