@@ -32,6 +32,18 @@ def test_planted_groups_are_found_as_cliques():
     assert max(dict(model.graph_.degree()).values()) <= 3
 
 
+def test_a_repeated_interaction_counts_once():
+    """The similarity is over binary user-item vectors: repeating interactions (a user who bought an
+    item twice) changes no edge, weight or clique."""
+    interactions = planted(groups=2, size=6, items_per_group=10, seed=3)
+    settings = dict(neighbours=4, min_similarity=0.1, min_size=3, max_size=4)
+    once = UserCliques(**settings).fit(interactions)
+    repeated = UserCliques(**settings).fit(pd.concat([interactions, interactions.sample(frac=0.5, random_state=1),
+                                                      interactions.head(7)], ignore_index=True))
+    assert repeated.cliques_ == once.cliques_ and len(once.cliques_) >= 2
+    pd.testing.assert_frame_equal(repeated.edges_, once.edges_)
+
+
 def test_groups_are_disjoint_and_bounded_in_size():
     interactions = planted(groups=2, size=7, items_per_group=10)
     model = UserCliques(neighbours=6, min_similarity=0.1, min_size=3, max_size=4).fit(interactions)
@@ -70,3 +82,20 @@ def test_cosine_counts_the_same_items_in_its_norms_as_in_its_dot_product():
                         max_size=3).fit(interactions)
     assert model.graph_[0][1]["weight"] == pytest.approx(1.0)
     assert model.cliques_ == [(0, 1, 2)]
+
+
+def test_maximal_cliques_are_networkx_find_cliques():
+    """The clique enumeration on edge arrays finds the maximal cliques networkx does (2+ nodes), on
+    random graphs dense and sparse, each clique once."""
+    import networkx as nx
+
+    from rec_core.crowd.cliques import maximal_cliques
+
+    rng = np.random.default_rng(0)
+    for nodes, edges in ((12, 40), (60, 150), (300, 600), (40, 500)):
+        pairs = {tuple(sorted(map(int, rng.choice(nodes, 2, replace=False)))) for _ in range(edges)}
+        lower, upper = (np.array(side, dtype=np.int64) for side in zip(*sorted(pairs)))
+        graph = nx.Graph(list(pairs))
+        expected = sorted(sorted(c) for c in nx.find_cliques(graph) if len(c) >= 2)
+        found = [sorted(c) for c in maximal_cliques(lower, upper)]
+        assert len(found) == len(expected) and sorted(found) == expected
