@@ -12,12 +12,12 @@
 2. Graph (edge arrays): an edge between u and v when each is among the other's `neighbours` most
    similar users (mutual k-nearest neighbours), weighted by the cosine. Mutual kNN keeps hubs
    from joining everything and bounds every degree by `neighbours`, so clique enumeration is
-   cheap (`maximal_cliques`: Bron-Kerbosch over sets of the nodes that have an edge; networkx's
-   graph of every user cost ~1 GiB at 800k users, and `graph_` still builds one when asked).
+   cheap (`maximal_cliques`: networkx's clique search over plain sets; networkx's graph of every
+   user cost ~1 GiB at 800k users, and `graph_` still builds one when asked).
 3. Cliques: the maximal cliques of that graph with at least `min_size` users, best first by mean
    pairwise cosine; each user joins at most one group; a clique larger than `max_size` drops its
-   least-connected members (ties: the lowest user row); the rest of a clique whose users were
-   taken is still a clique and competes again. Every group is therefore a true clique of the mutual-kNN graph, of size
+   least-connected members; the rest of a clique whose users were taken is still a clique and
+   competes again. Every group is therefore a true clique of the mutual-kNN graph, of size
    `min_size`..`max_size`.
 """
 
@@ -81,7 +81,7 @@ class UserCliques:
         edge = mutual & (tails > heads)
         lower, upper, weight = heads[edge], tails[edge], weights[edge]
         row_of = {int(user): row for row, user in enumerate(users.tolist())}
-        groups = self._select(lower, upper, weight, {row_of[int(u)] for u in taken if int(u) in row_of})
+        groups = self._select(lower, upper, weight, len(users), {row_of[int(u)] for u in taken if int(u) in row_of})
         self.users_ = users
         self.edges_ = pd.DataFrame({"user": users[lower], "other": users[upper], "weight": weight})
         self.cliques_ = [tuple(sorted(int(users[u]) for u in group)) for group in groups]
@@ -102,26 +102,26 @@ class UserCliques:
                                           self.edges_["weight"].tolist()))
         return graph
 
-    def _select(self, lower: np.ndarray, upper: np.ndarray, weight: np.ndarray, taken: set[int]) -> list[list[int]]:
-        """Groups from the maximal cliques of the graph with edges (lower[i], upper[i]) of weight[i]
-        (user rows, lower < upper), best mean weight first (module docstring, step 3)."""
-        weights = dict(zip(zip(lower.tolist(), upper.tolist()), weight.tolist()))
-
-        def between(u, v):
-            return weights[(u, v) if u < v else (v, u)]
+    def _select(self, lower: np.ndarray, upper: np.ndarray, weight: np.ndarray, num_users: int,
+                taken: set[int]) -> list[list[int]]:
+        """Groups from the maximal cliques of the graph over user rows 0..num_users-1 with edges
+        (lower[i], upper[i]) of weight[i], best mean weight first (module docstring, step 3)."""
+        weights = {}
+        for u, v, w in zip(lower.tolist(), upper.tolist(), weight.tolist()):
+            weights[u * num_users + v] = weights[v * num_users + u] = w
 
         def score(members):
-            return float(np.mean([between(u, v) for i, u in enumerate(members) for v in members[i + 1:]]))
+            return float(np.mean([weights[u * num_users + v] for i, u in enumerate(members) for v in members[i + 1:]]))
 
         def trimmed(members):
-            members = sorted(members)  # ties in strength go to the lowest row, whatever the enumeration order
+            members = list(members)
             while len(members) > self.max_size:  # drop the member least similar to the others
-                strength = [sum(between(u, v) for v in members if v != u) for u in members]
+                strength = [sum(weights[u * num_users + v] for v in members if v != u) for u in members]
                 members.pop(int(np.argmin(strength)))
-            return members
+            return sorted(members)
 
         heap = []
-        for clique in maximal_cliques(lower, upper):
+        for clique in maximal_cliques(lower, upper, num_users):
             if len(clique) >= self.min_size:
                 members = trimmed(clique)
                 heapq.heappush(heap, (-score(members), members))
@@ -138,29 +138,41 @@ class UserCliques:
         return groups
 
 
-def maximal_cliques(lower: np.ndarray, upper: np.ndarray):
-    """Every maximal clique of two or more nodes of the undirected graph with edges (lower[i],
-    upper[i]), each once. Bron-Kerbosch with a pivot (Tomita et al. 2006), started once per node u
-    with u's later neighbours as candidates and its earlier ones excluded (Eppstein, Loffler and
-    Strash 2010), so a clique is found from its smallest node only. The same cliques as networkx's
-    find_cliques, which held a dict per node and per edge: ~1 GiB for the 800k users of a 1M-user
-    night, where these sets exist only for nodes with an edge (the mutual-kNN graph bounds every
-    degree by `neighbours`, so each start is small)."""
-    adjacency: dict[int, set[int]] = {}
+def maximal_cliques(lower: np.ndarray, upper: np.ndarray, num_nodes: int):
+    """The maximal cliques of the undirected graph over nodes 0..num_nodes-1 with edges (lower[i],
+    upper[i]), each once: Bron-Kerbosch with Tomita's pivot (the candidate with the most candidate
+    neighbours), the search networkx's find_cliques runs, over plain sets instead of a networkx
+    graph (a dict per node and per edge: ~1 GiB for the 800k users of a 1M-user night; here an
+    isolated node shares one empty set). The sets are built and visited in the order networkx
+    builds and visits its own (nodes in order, each node's neighbours in edge order), so the
+    cliques and the order of their members are networkx's: a clique's member order breaks ties
+    when it is trimmed to `max_size`, so this keeps every synthesized user of the networkx version
+    (tests/test_cliques.py compares the two)."""
+    no_neighbours: frozenset = frozenset()
+    adjacency: list = [no_neighbours] * num_nodes
     for u, v in zip(lower.tolist(), upper.tolist()):
-        adjacency.setdefault(u, set()).add(v)
-        adjacency.setdefault(v, set()).add(u)
+        for a, b in ((u, v), (v, u)):
+            if adjacency[a] is no_neighbours:
+                adjacency[a] = set()
+            adjacency[a].add(b)
 
-    def expand(clique, candidates, excluded):
-        if not candidates and not excluded:
-            yield clique
-            return
-        pivot = max(candidates | excluded, key=lambda w: len(candidates & adjacency[w]))
-        for v in sorted(candidates - adjacency[pivot]):
-            yield from expand(clique + [v], candidates & adjacency[v], excluded & adjacency[v])
-            candidates.discard(v)
-            excluded.add(v)
+    def expand(clique, within, candidates):
+        pivot = max(within, key=lambda node: len(candidates & adjacency[node]))
+        for_pivot = candidates - adjacency[pivot]
+        while for_pivot:
+            node = for_pivot.pop()
+            candidates.remove(node)
+            clique.append(node)
+            neighbours = adjacency[node]
+            within_node = within & neighbours
+            if not within_node:
+                yield clique[:]
+            else:
+                candidates_node = candidates & neighbours
+                if candidates_node:
+                    yield from expand(clique, within_node, candidates_node)
+            clique.pop()
 
-    for u in sorted(adjacency):
-        neighbours = adjacency[u]
-        yield from expand([u], {v for v in neighbours if v > u}, {v for v in neighbours if v < u})
+    if num_nodes:
+        everyone = set(range(num_nodes))
+        yield from expand([], everyone.copy(), everyone)
