@@ -76,6 +76,7 @@ class UserCliques:
             weights.append(cosine[best])
         heads, tails, weights = (np.concatenate(parts) if parts else np.zeros(0, np.int64)
                                  for parts in (heads, tails, weights))
+        del matrix, kept, candidates, transposed  # the neighbours are found: let the products go
         # mutual: (u, v) is kept when (v, u) is among the pairs too; each edge once, from its lower end
         mutual = np.isin(tails * len(users) + heads, heads * len(users) + tails)
         edge = mutual & (tails > heads)
@@ -106,17 +107,18 @@ class UserCliques:
                 taken: set[int]) -> list[list[int]]:
         """Groups from the maximal cliques of the graph over user rows 0..num_users-1 with edges
         (lower[i], upper[i]) of weight[i], best mean weight first (module docstring, step 3)."""
-        weights = {}
-        for u, v, w in zip(lower.tolist(), upper.tolist(), weight.tolist()):
-            weights[u * num_users + v] = weights[v * num_users + u] = w
+        weights = dict(zip((lower * num_users + upper).tolist(), weight.tolist()))  # one entry per edge
+
+        def between(u, v):
+            return weights[u * num_users + v if u < v else v * num_users + u]
 
         def score(members):
-            return float(np.mean([weights[u * num_users + v] for i, u in enumerate(members) for v in members[i + 1:]]))
+            return float(np.mean([between(u, v) for i, u in enumerate(members) for v in members[i + 1:]]))
 
         def trimmed(members):
             members = list(members)
             while len(members) > self.max_size:  # drop the member least similar to the others
-                strength = [sum(weights[u * num_users + v] for v in members if v != u) for u in members]
+                strength = [sum(between(u, v) for v in members if v != u) for u in members]
                 members.pop(int(np.argmin(strength)))
             return sorted(members)
 
