@@ -4,12 +4,13 @@
     python -m jobs.benchmark alignment --dataset movielens-100k --seeds 3 --backend encoder
     python -m jobs.benchmark ablation --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 3
     python -m jobs.benchmark descriptions --dataset amazon-beauty --config configs/amazon-beauty.yaml --seeds 5
-    python -m jobs.benchmark llm-throughput | llm-cache | grouping ...   (jobs/benchmarks/llm.py)
+    python -m jobs.benchmark llm-throughput | llm-cache | grouping | prompt-lookup ...   (jobs/benchmarks/llm.py)
     python -m jobs.benchmark max-cover --dataset amazon-beauty          (jobs/benchmarks/crowd.py)
     python -m jobs.benchmark distill --dataset sessions-hetrec-ml --config configs/sessions-hetrec-ml.yaml
     python -m jobs.benchmark selection-cost --pool 1000000             (jobs/benchmarks/distill.py)
     python -m jobs.benchmark incremental --dataset amazon-beauty --config configs/amazon-beauty.yaml
     python -m jobs.benchmark scale --sizes 10000,100000,1000000      (jobs/benchmarks/scale.py)
+    python -m jobs.benchmark stage-memory --stage semantic --ingest key=value ...
 
 Each family lives in its own module of jobs/benchmarks/ and says there what it measures and how.
 """

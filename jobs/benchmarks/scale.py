@@ -2,6 +2,7 @@
 
     python -m jobs.benchmark scale --sizes 10000,100000,1000000 [--models [popularity,comirec_sa+align+contrast]]
         [--cap 20000] [--name bench-scale] [key=value ...]
+    python -m jobs.benchmark stage-memory --stage semantic --ingest data.dataset=generic data.path=... run_id=...
 
 For each size it writes a synthetic data set (rec_core.data.synthetic, seed `--data-seed`) in the
 generic format under `<output_dir>/<name>/data-<users>-<items>/` (kept and reused while the same
@@ -213,7 +214,35 @@ def scale_benchmark(args) -> None:
                       "growth_exponents": exponents}))
 
 
+def stage_memory(args) -> None:
+    """One stage alone (`python -m jobs.<stage> <overrides>`, after `jobs.ingest` with --ingest):
+    its wall time and its driver's peak RSS, sampled every --interval seconds. A stage alone holds
+    less than inside the refresh process, where earlier stages' imports and allocator residue stay;
+    it measures a change to one stage in minutes where the refresh at 1M takes twenty."""
+    if args.ingest:
+        subprocess.run([sys.executable, "-m", "jobs.ingest", *args.overrides], check=True)
+    began = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", f"jobs.{args.stage}", *args.overrides])
+    sampler = MemorySampler(process.pid, args.interval)
+    sampler.start()
+    code = process.wait()
+    samples = sampler.stop()
+    if code != 0:
+        raise SystemExit(f"jobs.{args.stage} ended with exit code {code}")
+    figures = {"benchmark": "stage-memory", "stage": args.stage, "seconds": round(time.perf_counter() - began, 1),
+               "peak_driver_rss_mib": round(max((own for _, own, _ in samples), default=0) / MIB, 1)}
+    print(f"jobs.{args.stage}: {figures['seconds']} s, peak driver RSS {figures['peak_driver_rss_mib']} MiB")
+    print(json.dumps(figures))
+
+
 def add_commands(commands) -> None:
+    alone = commands.add_parser("stage-memory", help="one stage alone: wall time and peak driver RSS")
+    alone.add_argument("--stage", required=True, choices=["ingest", "semantic", "synthesize", "crowd_semantic",
+                                                          "describe", "train", "evaluate", "export", "report"])
+    alone.add_argument("--ingest", action="store_true", help="run jobs.ingest first (same overrides)")
+    alone.add_argument("--interval", type=float, default=0.25, help="seconds between memory samples")
+    alone.add_argument("overrides", nargs="*", help="key=value config overrides (data.*, output_dir, run_id ...)")
+    alone.set_defaults(run=stage_memory)
     bench = commands.add_parser("scale", help="every stage's time and memory against the number of users")
     bench.add_argument("--sizes", default="10000,100000,1000000", help="user counts, comma-separated")
     bench.add_argument("--models", default="[popularity,comirec_sa+align+contrast]", help="the models of every run")
