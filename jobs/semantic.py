@@ -188,15 +188,16 @@ def clusters_table(reused: pd.DataFrame, rows, id_column: str, keys: dict[int, s
                         ("item_ids", pa.list_(pa.int64())), ("status", text), ("backend", text),
                         ("cache_key", text), ("detail", text)])
 
-    def arrow(frame) -> pa.Table:
+    def arrow(frame) -> pa.Table:  # rows name their id user_id (ROW_COLUMNS); kept rows name it id_column
+        if not len(frame):
+            return schema.empty_table()
         if not isinstance(frame, pa.Table):
-            frame = pa.Table.from_pandas(pd.DataFrame(frame, columns=ROW_COLUMNS).rename(columns={"user_id": id_column}),
-                                         preserve_index=False)
+            frame = pd.DataFrame(frame).rename(columns={"user_id": id_column}).reindex(columns=schema.names)
+            frame = pa.Table.from_pandas(frame, preserve_index=False)
         frame = frame.rename_columns([id_column if name == "user_id" else name for name in frame.column_names])
         return frame.select(schema.names).cast(schema)
 
-    parts = [arrow(reused[[id_column, *ROW_COLUMNS[1:]]]) if len(reused) else None, arrow(rows)]
-    table = pa.concat_tables([part for part in parts if part is not None])
+    table = pa.concat_tables([arrow(reused), arrow(rows)])
     ids, clusters = table[id_column].to_numpy(), table["cluster"].to_numpy()
     if not np.all((ids[1:] > ids[:-1]) | ((ids[1:] == ids[:-1]) & (clusters[1:] >= clusters[:-1]))):
         table = table.sort_by([(id_column, "ascending"), ("cluster", "ascending")])  # Arrow's sort is stable

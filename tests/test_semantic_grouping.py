@@ -142,6 +142,10 @@ def test_clusters_table_sorts_types_and_keys_the_rows_in_any_order():
     assert table.equals(clusters_table(pd.DataFrame(), [rows[i] for i in rng.permutation(len(rows))], "user_id", keys))
     kept = pd.DataFrame(rows[:10])  # a previous run's rows for the first users, then the new ones
     assert table.equals(clusters_table(kept, rows[10:][::-1], "user_id", keys))
+    # crowd_semantic: the kept rows name their id synth_id, the new rows (ROW_COLUMNS) user_id
+    synthesized = clusters_table(kept.rename(columns={"user_id": "synth_id"}).assign(input_key="old"),
+                                 rows[10:], "synth_id", keys)
+    assert synthesized.rename_columns(table.column_names).equals(table) and synthesized["synth_id"].null_count == 0
     frame = table.to_pandas()
     assert frame[["user_id", "cluster"]].equals(frame[["user_id", "cluster"]].sort_values(["user_id", "cluster"]))
     assert (frame["input_key"] == "key " + frame["user_id"].astype(str)).all()
