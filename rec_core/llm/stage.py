@@ -216,7 +216,7 @@ def _postprocess(row: dict) -> dict:
 
 
 ANSWER_COLUMNS = ["key", "output", "num_input_tokens", "num_generated_tokens"]
-TODO_COLUMNS = ["key", "prompt", "schema"]
+PROMPT_COLUMNS = ["key", "prompt", "schema"]
 RENDER_BATCH_ROWS = 4096  # requests per batch of a rendering actor
 SHUFFLE_PARTITION_ROWS = 50_000  # distinct prompts per partition of the lookup's shuffles (~1 KB each)
 
@@ -227,7 +227,7 @@ class PromptLookup:
 
     keys: pd.DataFrame  # request_id, key: one row per request, in request order
     cached: pd.DataFrame  # ANSWER_COLUMNS: the newest cached answer of each key found
-    todo: "pd.DataFrame | object"  # TODO_COLUMNS, one row per key not cached: a frame, or a Ray Dataset
+    todo: "pd.DataFrame | object"  # PROMPT_COLUMNS, one row per key not cached: a frame, or a Ray Dataset
     todo_count: int
     quarantined: int  # damaged cache parts moved aside
 
@@ -235,9 +235,9 @@ class PromptLookup:
 def look_up_here(requests: pd.DataFrame, model: str, params: dict, cache: PromptCache) -> PromptLookup:
     """Rendering and lookup in this process (fewer than llm.distributed_min_prompts prompts)."""
     rendered = PromptRenderer(model, params)(requests) if len(requests) else \
-        pd.DataFrame(columns=["request_id", *TODO_COLUMNS])
+        pd.DataFrame(columns=["request_id", *PROMPT_COLUMNS])
     cached = cache.lookup(rendered["key"].unique())[ANSWER_COLUMNS]
-    todo = rendered[~rendered["key"].isin(cached["key"])].drop_duplicates("key")[TODO_COLUMNS]
+    todo = rendered[~rendered["key"].isin(cached["key"])].drop_duplicates("key")[PROMPT_COLUMNS]
     return PromptLookup(rendered[["request_id", "key"]], cached, todo, len(todo), len(cache.quarantined_))
 
 
@@ -258,7 +258,7 @@ def look_up_on_ray(requests: pd.DataFrame, model: str, params: dict, cache: Prom
     # 100k prompts). Partitions of at most SHUFFLE_PARTITION_ROWS rows stay under Ray's block size
     # limit, so a partition is one block (were one split, a prompt would be sent twice: a cost only).
     partitions = max(2 * workers, -(-len(requests) // SHUFFLE_PARTITION_ROWS))
-    distinct = rendered.select_columns(TODO_COLUMNS).repartition(partitions, keys=["key"]).map_batches(
+    distinct = rendered.select_columns(PROMPT_COLUMNS).repartition(partitions, keys=["key"]).map_batches(
         _first_of_each_key, batch_size=None, batch_format="pandas")
     parts = cache.parts()
     if not parts:
@@ -285,10 +285,10 @@ def _first_of_each_key(block: pd.DataFrame) -> pd.DataFrame:
 
 def _answered(joined: pd.DataFrame, answered: bool) -> pd.DataFrame:
     """The rows of the outer join that found an answer (ANSWER_COLUMNS + order), or those that did
-    not (TODO_COLUMNS: the join leaves their answer columns null)."""
+    not (PROMPT_COLUMNS: the join leaves their answer columns null)."""
     found = joined["order"].notna() if "order" in joined else pd.Series(False, index=joined.index)
     return joined.loc[found if answered else ~found].reindex(columns=[*ANSWER_COLUMNS, "order"] if answered
-                                                             else TODO_COLUMNS)
+                                                             else PROMPT_COLUMNS)
 
 
 def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
