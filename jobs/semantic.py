@@ -249,7 +249,7 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         if pending:
             rows, extra = (group_with_encoder if backend == "encoder" else group_with_llm)(items, pending, config)
         table = clusters_table(reused, rows, id_column, keys)
-        del rows, reused  # the distributed grouping's blocks: the table is a sorted copy
+        del rows, reused  # the table holds what it needs of them (the distributed grouping's blocks)
         info["histories"] = {"grouped": len(pending), "kept_from_previous_run": len(taken)}
         info["rows"] = {table_name: run.write_table(table_name, table)}
         ids = table[id_column].to_numpy()
@@ -260,10 +260,9 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         info.update(extra)
         per_user = pc.value_counts(table["status"].filter(pa.array(first_rows)))  # in order of first appearance
         info["users"] = {str(count["values"]): int(count["counts"]) for count in per_user.to_pylist()}
-        info["clusters_per_user"] = round(len(grouped_ids) / len(np.unique(grouped_ids)), 3) if len(grouped_ids) \
-            else 0.0
+        groupings = Groupings(grouped_ids, grouped["item_ids"])  # sorted by id and cluster: one per id
+        info["clusters_per_user"] = round(len(grouped_ids) / len(groupings), 3) if len(groupings) else 0.0
         labels = {int(i): frozenset(l) for i, l in zip(items["item_id"], items["labels"])}
-        groupings = Groupings(grouped_ids, grouped["item_ids"])  # sorted by id and cluster
         info["coherence"] = coherence(groupings, labels, seed=config["seed"],
                                       max_users=config["semantic"]["coherence_users"])
         log.info("%s: %s %s, %.2f clusters each, coherence %.3f vs random %.3f", stage, id_column, info["users"],
