@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.train import init_ray, train_model
+from jobs.ray_runtime import init_ray
+from jobs.train import train_model
 from rec_core.eval.evaluator import evaluate
 from rec_core.models.names import is_distilled, parse_model_name
 from rec_core.run.cli import main_guard

@@ -11,7 +11,7 @@ import logging
 
 import pandas as pd
 
-from jobs.train import init_ray
+from jobs.ray_runtime import init_ray
 from rec_core.eval.tables import wide_metrics
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run

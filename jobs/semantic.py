@@ -30,14 +30,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rec_core.data.splits import recent_items
+from rec_core.data.splits import Histories, recent_items
 from rec_core.interests.coherence import coherence
 from rec_core.llm.cluster_output import CLUSTER_SCHEMA, FAILED, OK, ClusterResult, validate_clusters
 from rec_core.run.cli import main_guard
@@ -103,7 +103,7 @@ class EncoderGroupingActor:
                             columns=ROW_COLUMNS)
 
 
-def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], config: dict):
+def group_with_encoder(items: pd.DataFrame, histories: Histories, config: dict):
     """The catalogue's texts are embedded once in this process (through the shared embedding cache:
     their number grows with the catalogue, not the users). The per-history clustering is user-sized
     work: from `semantic.distributed_min_histories` histories on it runs on Ray Data, batches of
@@ -121,15 +121,17 @@ def group_with_encoder(items: pd.DataFrame, histories: dict[int, list[int]], con
     return group_on_ray(grouping, histories, semantic["grouping_workers"]), {**extra, "distributed": True}
 
 
-def group_on_ray(grouping, histories: dict[int, list[int]], workers: int, batch_size: int = 4096) -> pa.Table:
+def group_on_ray(grouping, histories: Histories, workers: int, batch_size: int = 4096) -> pa.Table:
     import ray
 
-    from jobs.train import init_ray
+    from jobs.ray_runtime import init_ray
 
     init_ray()
-    frame = pd.DataFrame({"user_id": list(histories), "item_ids": list(histories.values())})
-    blocks = [frame.iloc[start:start + batch_size] for start in range(0, len(frame), batch_size)]
-    grouped = ray.data.from_pandas(blocks).map_batches(
+    ids = histories.sequences.user_ids
+    blocks = [pa.table({"user_id": ids[start:start + batch_size],  # from the arrays: no Python lists
+                        "item_ids": histories.list_array(start, start + batch_size)})
+              for start in range(0, len(histories), batch_size)]
+    grouped = ray.data.from_arrow(blocks).map_batches(
         EncoderGroupingActor, fn_constructor_kwargs={"grouping": grouping}, batch_size=batch_size,
         batch_format="pandas", concurrency=workers, num_cpus=1)
     # the actors' Arrow blocks as they are (Python lists of 2M clusters would cost the driver ~1 GiB),
@@ -139,7 +141,7 @@ def group_on_ray(grouping, histories: dict[int, list[int]], workers: int, batch_
     return pa.concat_tables(blocks, promote_options="permissive")
 
 
-def cluster_requests(items: pd.DataFrame, histories: dict[int, list[int]], max_clusters: int) -> pd.DataFrame:
+def cluster_requests(items: pd.DataFrame, histories: Mapping[int, list[int]], max_clusters: int) -> pd.DataFrame:
     """One LLM request per user (request_id = user id): shared instruction, numbered items, schema."""
     texts = items["text"].tolist()
     users = list(histories)
@@ -151,7 +153,7 @@ def cluster_requests(items: pd.DataFrame, histories: dict[int, list[int]], max_c
     })
 
 
-def group_with_llm(items: pd.DataFrame, histories: dict[int, list[int]], config: dict):
+def group_with_llm(items: pd.DataFrame, histories: Mapping[int, list[int]], config: dict):
     from rec_core.llm.stage import cache_folder, run_prompts
     from rec_core.llm.prompt_cache import PromptCache
 
@@ -227,11 +229,12 @@ class Groupings(Sequence):
         return self.item_ids.slice(start, end - start).to_pylist()
 
 
-def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, list[int]], backend: str,
+def group_histories(run: Run, stage: str, table_name: str, histories: Mapping[int, list[int]], backend: str,
                     id_column: str = "user_id") -> pa.Table:
     """Group each history (id -> item ids) with `backend` into table `table_name`, inside run stage
     `stage` (shared by this stage and jobs.crowd_semantic); returns the table written."""
     config = run.config
+    histories = Histories.of(histories)
     if backend not in ("encoder", "llm"):
         raise ValueError(f"semantic.backend must be 'encoder' or 'llm', got {backend!r}")
     with run.stage(stage) as info:
@@ -242,7 +245,7 @@ def group_histories(run: Run, stage: str, table_name: str, histories: dict[int, 
         if len(reused):  # a failed grouping is tried again
             reused = reused[~reused.groupby(id_column)["status"].transform(lambda s: (s == FAILED).any())]
         taken = set(reused[id_column].tolist()) if len(reused) else set()
-        pending = {history: item_ids for history, item_ids in histories.items() if history not in taken}
+        pending = histories.without(taken)
         log.info("%s: grouping %d histories with the %s backend (%d kept from the previous run)", stage,
                  len(pending), backend, len(taken))
         rows, extra = [], {}
@@ -274,7 +277,9 @@ def semantic(run: Run) -> pa.Table:
     semantic_config = run.config["semantic"]
     users = select_users(run.read_table("user_splits"), semantic_config["max_users"],
                          semantic_config["selection_seed"])
-    histories = recent_items(run.read_table("interactions"), users, semantic_config["max_items"])
+    interactions = run.read_table("interactions", columns=["user_id", "item_id"])  # not the timestamps
+    histories = recent_items(interactions, users, semantic_config["max_items"])
+    del interactions
     return group_histories(run, "semantic", "user_semantic_clusters", histories, semantic_config["backend"])
 
 

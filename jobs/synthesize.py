@@ -1,6 +1,7 @@
 """Stage: user cliques -> CP-SAT max-cover synthesized users -> table `synthesized_users`.
 
-1. Cliques of mutually similar training users (rec_core.crowd.cliques, settings in `crowd`).
+1. Cliques of mutually similar training users (rec_core.crowd.cliques, settings in `crowd`),
+   found in a Ray task (`find_cliques`: the driver keeps only the result).
 2. One budgeted max-cover instance per clique (rec_core.crowd.max_cover: which items, at most
    `crowd.budget`, cover the members' and the population's behaviours best).
 3. The instances are solved by CP-SAT in parallel Ray tasks, greedy as hint and fallback; every
@@ -27,7 +28,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from jobs.train import init_ray
+from jobs.ray_runtime import init_ray
 from rec_core.crowd.cliques import UserCliques
 from rec_core.crowd.max_cover import SolverConfig
 from rec_core.crowd.synthesis import build_instances, item_label_sets, solve_instances, synthesized_users_table
@@ -38,17 +39,38 @@ from rec_core.run.incremental import kept_synthesized_users, previous_root
 log = logging.getLogger(__name__)
 
 
-def training_interactions(run: Run):
-    splits = run.read_table("user_splits")
-    train_users = splits.loc[splits["split"] == "train", "user_id"]
-    interactions = run.read_table("interactions")
-    return interactions[interactions["user_id"].isin(train_users)]
+def training_interactions(run: Run) -> pd.DataFrame:
+    """user_id, item_id of the training users' interactions, in time order (ingest sorted them; the
+    timestamps themselves are not read)."""
+    splits = run.read_table("user_splits", columns=["user_id", "split"])
+    train_users = splits.loc[splits["split"] == "train", "user_id"].to_numpy(np.int64)
+    interactions = run.read_table("interactions", columns=["user_id", "item_id"])
+    user_ids, item_ids = interactions["user_id"].to_numpy(np.int64), interactions["item_id"].to_numpy(np.int64)
+    del interactions
+    chosen = np.isin(user_ids, train_users)
+    return pd.DataFrame({"user_id": user_ids[chosen], "item_id": item_ids[chosen]})  # no index to carry
 
 
 def user_cliques(crowd: dict) -> UserCliques:
     """The clique model with the `crowd` settings (unfitted)."""
     return UserCliques(crowd["neighbours"], crowd["min_similarity"], crowd["min_shared_items"],
                        crowd["max_item_users"], crowd["min_size"], crowd["max_size"])
+
+
+def fit_cliques(crowd: dict, interactions: pd.DataFrame, taken: set[int]) -> UserCliques:
+    return user_cliques(crowd).fit(interactions, taken=taken)
+
+
+def find_cliques(crowd: dict, interactions: pd.DataFrame, taken: set[int]) -> UserCliques:
+    """The fitted cliques, found in one Ray task: the similarity products and the clique search are
+    the stage's largest memory (~1 GiB at 800k training users: sparse products, a set per user),
+    which the driver, alive for the whole refresh, should not hold. The task returns the cliques,
+    the edges and the statistics only. It is one sequential search, as before (the graph's
+    components could be searched side by side; not done)."""
+    import ray
+
+    init_ray()
+    return ray.get(ray.remote(num_cpus=1)(fit_cliques).remote(crowd, interactions, taken))
 
 
 def crowd_instances(groups, interactions, labels, crowd: dict):
@@ -68,14 +90,13 @@ def synthesize(run: Run):
         previous = previous_root(run)
         kept, dropped = kept_synthesized_users(previous, run) if previous else (pd.DataFrame(), 0)
         taken = {int(user) for members in kept.get("member_ids", []) for user in members}
-        cliques = user_cliques(crowd).fit(interactions, taken=taken)  # new cliques among the others only
+        cliques = find_cliques(crowd, interactions, taken)  # new cliques among the others only
         if not cliques.cliques_ and not len(kept):
             raise ValueError(f"no user cliques of {crowd['min_size']}+ users: lower crowd.min_size, "
                              "crowd.min_similarity or crowd.min_shared_items")
         instances = crowd_instances(cliques.cliques_, interactions, item_label_sets(run.read_table("items")), crowd)
         solutions = []
         if instances:
-            init_ray()
             solutions = solve_instances(instances, solver_config(run.config), crowd["chunk_size"])
         table = pd.concat([kept, synthesized_users_table(instances, solutions)], ignore_index=True)
         table["synth_id"] = np.arange(len(table), dtype=np.int64)  # the kept ones first, in their previous order

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 
-
+from jobs.ray_runtime import init_ray
 from rec_core.models.names import is_distilled, is_neural, parse_model_name
 from rec_core.run.cli import main_guard
 from rec_core.run.config import ConfigError
-from rec_core.run.stopping import stop_cleanly_on_sigterm
 from rec_core.run.directory import Run
 from rec_core.run.incremental import item_rows, previous_root
 from rec_core.storage.location import Location
@@ -30,15 +29,6 @@ log = logging.getLogger(__name__)
 # the train settings that shape a multi-interest model's weights: a warm start needs them unchanged
 ARCHITECTURE_KEYS = ("embedding_dim", "num_interests", "max_history", "routing_iterations", "transformer_blocks",
                      "attention_heads")
-
-
-def init_ray() -> None:
-    """Join the cluster of `ray job submit` ($RAY_ADDRESS) or start local Ray."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True, configure_logging=False)
-        stop_cleanly_on_sigterm()
 
 
 def check_workers_fit(train_config: dict) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from jobs.benchmarks import add_data_arguments, ingested_run
 from jobs.synthesize import crowd_instances, solver_config, training_interactions, user_cliques
-from jobs.train import init_ray
+from jobs.ray_runtime import init_ray
 from rec_core.crowd.max_cover import OPTIMAL, SolverConfig
 from rec_core.crowd.synthesis import item_label_sets, solve_instances
 

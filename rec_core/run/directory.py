@@ -365,9 +365,10 @@ class Run:
             self._stage_outputs.append(relative)
         self.save_manifest()
 
-    def read_table(self, name: str, filters=None) -> pd.DataFrame:
-        """Table `name`, checked against its checksums; `filters`: pyarrow's row filter, to read part of it."""
-        return read_run_table(self.root, name, self.manifest, filters)
+    def read_table(self, name: str, filters=None, columns: list[str] | None = None) -> pd.DataFrame:
+        """Table `name`, checked against its checksums; `filters`: pyarrow's row filter, to read part
+        of it; `columns`: only these (a stage that needs two of a large table's columns)."""
+        return read_run_table(self.root, name, self.manifest, filters, columns)
 
     def has_table(self, name: str) -> bool:
         return any(self.table_path(name).glob(PART_GLOB))
@@ -463,7 +464,7 @@ class TableWriter:
 
 
 def read_run_table(root: "str | os.PathLike | Location", name: str, manifest: dict | None = None,
-                   filters=None) -> pd.DataFrame:
+                   filters=None, columns: list[str] | None = None) -> pd.DataFrame:
     """Table `name` of the run in folder `root` (also of a run this process does not own), checked
     against the checksum in its manifest (read from `root` unless given); a table that is damaged
     is a ConfigError naming it and the stage that wrote it, which runs again on the next rerun."""
@@ -487,7 +488,7 @@ def read_run_table(root: "str | os.PathLike | Location", name: str, manifest: di
     else:
         try:  # the registered parts in name order (a sharded table's shard order), else the folder
             source = [root / relative for relative in sorted(parts)] if parts else folder
-            return read_parquet(source, filters=filters).to_pandas()
+            return read_parquet(source, filters=filters, columns=columns).to_pandas()
         except (pa.ArrowException, OSError) as error:
             damage = str(error)
     stage = f"stage {writer}" if writer else "the stage that writes it"
