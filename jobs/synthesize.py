@@ -70,7 +70,9 @@ def find_cliques(crowd: dict, interactions: pd.DataFrame, taken: set[int]) -> Us
     import ray
 
     init_ray()
-    return ray.get(ray.remote(num_cpus=1)(fit_cliques).remote(crowd, interactions, taken))
+    cliques = ray.get(ray.remote(num_cpus=1)(fit_cliques).remote(crowd, interactions, taken))
+    log.info("user cliques: %s", cliques.stats_)
+    return cliques
 
 
 def crowd_instances(groups, interactions, labels, crowd: dict):

@@ -152,3 +152,17 @@ def test_clusters_table_sorts_types_and_keys_the_rows_in_any_order():
     empty = clusters_table(pd.DataFrame(), [], "synth_id", {})
     assert empty.num_rows == 0 and empty.schema.names[0] == "synth_id" and empty.schema.field("item_ids").type == \
         table.schema.field("item_ids").type
+
+
+def test_histories_read_as_the_dict_they_replace():
+    from rec_core.data.splits import Histories
+
+    plain = {9: [4, 1, 4], 2: [7], 5: [3, 8]}
+    histories = Histories.of(plain)
+    assert histories == plain and list(histories) == [2, 5, 9] and histories[9] == [4, 1, 4]
+    assert list(histories.items()) == [(2, [7]), (5, [3, 8]), (9, [4, 1, 4])] and 5 in histories and 6 not in histories
+    with pytest.raises(KeyError):
+        histories[6]
+    assert histories.without({5, 11}) == {2: [7], 9: [4, 1, 4]} and histories.without(set()) is histories
+    assert histories.list_array(1).to_pylist() == [[3, 8], [4, 1, 4]]
+    assert Histories.of({}) == {} and len(Histories.of({}).without({1})) == 0
