@@ -66,12 +66,12 @@ import pandas as pd
 
 from jobs.benchmarks import add_data_arguments, ingested_run
 from jobs.semantic import cluster_requests, select_users, semantic
-from rec_core.data.splits import recent_items
+from rec_core.data.splits import Histories, recent_items
 from rec_core.run.config import load_config
 from rec_core.run.directory import Run
 
 
-def _histories(run: Run) -> dict[int, list[int]]:
+def _histories(run: Run) -> Histories:
     semantic_config = run.config["semantic"]
     users = select_users(run.read_table("user_splits"), semantic_config["max_users"],
                          semantic_config["selection_seed"])

@@ -1,7 +1,15 @@
 """Ray Train (TorchTrainer) around the training recipe, with checkpoints and resume.
 
-Each worker reads the run's Parquet tables itself (so nothing large travels through the object
-store), builds the recipe, wraps the model in DDP (`ray.train.torch.prepare_model`, gloo on CPU)
+The multi-interest models (MultiInterestTraining) get their training users through Ray Data: the
+driver cuts the training users' sequences into one Dataset per worker (`training_shards`:
+contiguous ranges of users with about equal numbers of training pairs; the same ranges in every
+run, so a resumed run trains on the same shards), and each worker reads its own with
+`ray.train.get_dataset_shard` plus the validation users' rows (a filtered Parquet read); so a
+worker holds its shard, not every training user. (Not Ray Train's own split of one Dataset: it
+deals blocks to workers as they come, which is neither reproducible nor, with equal=True, lossless.)
+The graph models (the convolution needs every edge on every replica) and the session models (a
+few thousand sessions) read the run's tables in each worker. Each worker builds the recipe, wraps
+the model in DDP (`ray.train.torch.prepare_model`, gloo on CPU)
 and reports every epoch with a checkpoint (from rank 0). The run is named after the model and
 stored under <run>/ray_train/ (on the run's own storage: a bucket's prefix when output_dir is an
 object store, through Ray Train's `storage_filesystem`), so a killed run started again with the same run id is restored by
@@ -16,9 +24,11 @@ import os
 import tempfile
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
-from rec_core.data.splits import build_protocol
+from rec_core.data.splits import ProtocolData, Sequences, build_protocol, cut_history, sequences_for
 from rec_core.graph.bipartite import ITEM, USER, protocol_graph
 from rec_core.interests.coherence import shuffled_clusters
 from rec_core.models.names import parse_model_name
@@ -33,16 +43,19 @@ from rec_core.train.session_recipe import SessionTraining
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+SHARD_DATASET = "train_users_{rank}"  # the Ray Data dataset of worker `rank`'s training users
+SHARD_BLOCK_USERS = 4096
 
 
 def load_clusters(run_root: str | Location, table_name: str = "user_semantic_clusters",
-                  id_column: str = "user_id") -> dict[int, list[list[int]]]:
-    """id -> semantic clusters (item-id lists) of a semantic-clusters table of the run (failed rows left out)."""
+                  id_column: str = "user_id", ids: np.ndarray | None = None) -> dict[int, list[list[int]]]:
+    """id -> semantic clusters (item-id lists) of a semantic-clusters table of the run (failed rows
+    left out); of the `ids` only when given (a worker's shard of the training users)."""
     path = Location.of(run_root) / table_name
     if not path.is_dir():
         stage = "semantic" if table_name == "user_semantic_clusters" else "synthesize and crowd_semantic"
         raise FileNotFoundError(f"{path} not found: run the {stage} stage(s) before training this model")
-    table = read_parquet(path).to_pandas()
+    table = read_parquet(path, filters=None if ids is None else pc.field(id_column).isin(ids)).to_pandas()
     table = table[table["status"] != "failed"].sort_values([id_column, "cluster"])
     return {int(key): [list(map(int, items)) for items in group["item_ids"]]
             for key, group in table.groupby(id_column)}
@@ -64,6 +77,65 @@ def load_protocol(run_root: str | Location, history_fraction: float):
     interactions = read_parquet(run_root / "interactions").to_pandas()
     user_splits = read_parquet(run_root / "user_splits").to_pandas()
     return build_protocol(interactions, user_splits, num_items, history_fraction)
+
+
+def reads_training_shard(model: str, run_root: str | Location) -> bool:
+    """Whether the model trains on Ray Data shards of the training users (module docstring): the
+    multi-interest models on the user protocol."""
+    spec = parse_model_name(model)
+    return not (spec.session or spec.graph or spec.distilled or is_session_run(run_root))
+
+
+def shard_blocks(run_root: str | Location, world: int) -> list[list[pa.Table]]:
+    """Per worker, its training users as Arrow blocks of SHARD_BLOCK_USERS users: columns user_id,
+    item_ids (the user's training sequence, in time order); users in id order, cut into `world`
+    contiguous ranges of about equal training pairs. Built from the two columns it needs (at 1M
+    users ~200 MiB in the driver, briefly)."""
+    run_root = Location.of(run_root)
+    splits = read_parquet(run_root / "user_splits", columns=["user_id", "split"]).to_pandas()
+    interactions = read_parquet(run_root / "interactions", columns=["user_id", "item_id"]).to_pandas()
+    train = sequences_for(interactions, splits.loc[splits["split"] == "train", "user_id"].to_numpy())
+    del interactions
+    pairs = np.cumsum(np.maximum(np.diff(train.offsets) - 1, 0))
+    cuts = np.searchsorted(pairs, pairs[-1] * np.arange(1, world) / world, side="right") if len(pairs) else []
+    bounds = [0, *(int(cut) for cut in cuts), len(train)] if len(pairs) else [0] * world + [0]
+    shards = []
+    for rank in range(world):
+        shard = train.slice(bounds[rank], bounds[rank + 1])
+        parts = (shard.slice(start, min(start + SHARD_BLOCK_USERS, len(shard)))
+                 for start in range(0, max(len(shard), 1), SHARD_BLOCK_USERS))
+        shards.append([pa.table({"user_id": part.user_ids, "item_ids": pa.ListArray.from_arrays(
+            pa.array(part.offsets, pa.int32()), pa.array(part.items, pa.int64()))}) for part in parts])
+    return shards
+
+
+def training_shards(run_root: str | Location, world: int) -> dict:
+    """The Ray Datasets of `shard_blocks`, named SHARD_DATASET by worker rank."""
+    import ray
+
+    return {SHARD_DATASET.format(rank=rank): ray.data.from_arrow(blocks)
+            for rank, blocks in enumerate(shard_blocks(run_root, world))}
+
+
+def shard_sequences(tables: list[pa.Table]) -> Sequences:
+    """A worker's training users (the batches of its dataset, in any order) as Sequences in id order."""
+    table = pa.concat_tables(tables).sort_by("user_id") if tables else pa.table(
+        {"user_id": pa.array([], pa.int64()), "item_ids": pa.array([], pa.list_(pa.int64()))})
+    lengths = pc.list_value_length(table["item_ids"]).to_numpy(zero_copy_only=False).astype(np.int64)
+    items = pc.list_flatten(table["item_ids"]).to_numpy(zero_copy_only=False).astype(np.int64)
+    return Sequences(table["user_id"].to_numpy().astype(np.int64),
+                     np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), items)
+
+
+def load_shard_protocol(run_root: str | Location, history_fraction: float, train: Sequences) -> ProtocolData:
+    """The ProtocolData of a worker that trains on `train` (its shard): the validation users read with
+    a row filter; the test split is not read (training never sees it)."""
+    run_root = Location.of(run_root)
+    splits = read_parquet(run_root / "user_splits", columns=["user_id", "split"]).to_pandas()
+    valid_users = splits.loc[splits["split"] == "valid", "user_id"].to_numpy()
+    rows = read_parquet(run_root / "interactions", filters=pc.field("user_id").isin(valid_users)).to_pandas()
+    return ProtocolData(num_items=parquet_rows(run_root / "items" / "part-0.parquet"), train=train,
+                        valid=cut_history(sequences_for(rows, valid_users), history_fraction), test=None)
 
 
 def load_descriptions(run_root: str | Location, graph) -> list[np.ndarray]:
@@ -102,8 +174,9 @@ def distilled_sessions(run_root: str | Location, model: str) -> tuple[list[np.nd
     return prefixes, ranked
 
 
-def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTraining:
-    """The recipe of the configured model, its inputs read from the run's tables."""
+def build_recipe(loop_config: dict, rank: int, world: int, shard: Sequences | None = None) -> MultiInterestTraining:
+    """The recipe of the configured model, its inputs read from the run's tables; `shard`: this
+    worker's training users (reads_training_shard models on Ray Train), else every training user."""
     run_root = loop_config["run_root"]
     spec = parse_model_name(loop_config["model"])
     session_data = is_session_run(run_root)
@@ -112,7 +185,8 @@ def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTrain
                          "(data.dataset=sessions-hetrec-ml or sessions-amazon-games)")
     if spec.graph and session_data:
         raise ValueError(f"{loop_config['model']}: the graph models run on the user protocol, not on session data")
-    data = load_protocol(run_root, loop_config["history_fraction"])
+    data = (load_protocol(run_root, loop_config["history_fraction"]) if shard is None
+            else load_shard_protocol(run_root, loop_config["history_fraction"], shard))
     if spec.distilled:
         distill = loop_config["distill"]
         fine_tuning = {**loop_config["train"], "epochs": distill["epochs"], "patience": distill["patience"],
@@ -132,7 +206,7 @@ def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTrain
                              rank=rank, world_size=world,
                              descriptions=load_descriptions(run_root, graph) if spec.described else None,
                              desc=loop_config["desc"] if spec.described else None)
-    clusters = load_clusters(run_root) if spec.aligned else None
+    clusters = load_clusters(run_root, ids=None if shard is None else shard.user_ids) if spec.aligned else None
     synthesized = load_clusters(run_root, "synthesized_semantic_clusters", "synth_id") if spec.contrastive else None
     if spec.shuffled:  # the random-cluster control: same sizes, semantic content removed
         clusters = shuffled_clusters(clusters, loop_config["seed"]) if clusters is not None else None
@@ -145,7 +219,7 @@ def build_recipe(loop_config: dict, rank: int, world: int) -> MultiInterestTrain
                                  synthesized_clusters=synthesized,
                                  contrast=loop_config["contrast"] if spec.contrastive else None,
                                  warm_start=(load_model(warm["folder"])[1], np.asarray(warm["item_rows"]))
-                                 if warm else None)
+                                 if warm else None, data_is_shard=shard is not None)
 
 
 def _train_loop_per_worker(loop_config: dict) -> None:
@@ -158,7 +232,13 @@ def _train_loop_per_worker(loop_config: dict) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    recipe = build_recipe(loop_config, rank, world)
+    shard = None
+    if loop_config["sharded"]:
+        batches = ray.train.get_dataset_shard(SHARD_DATASET.format(rank=rank)).iter_batches(
+            batch_size=None, batch_format="pyarrow")
+        shard = shard_sequences([pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+                                 for batch in batches])
+    recipe = build_recipe(loop_config, rank, world, shard)
     state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -193,12 +273,13 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Location, run_na
 
     train_config = config["train"]
     storage = Location.of(run_root) / "ray_train"  # a local folder, or a prefix of the run's bucket
+    sharded = reads_training_shard(model_name, run_root)
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"model": model_name, "train": train_config, "seed": config["seed"],
                            "align": config["align"], "contrast": config["contrast"], "desc": config["desc"],
                            "session": config["session"], "distill": config["distill"], "max_prefix": config["split"]["session_max_prefix"],
-                           "run_root": str(run_root), "warm_start": warm_start,
+                           "run_root": str(run_root), "warm_start": warm_start, "sharded": sharded,
                            "history_fraction": config["split"]["history_fraction"]},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train_config["num_workers"], use_gpu=train_config["use_gpu"],
@@ -208,6 +289,9 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Location, run_na
             storage_filesystem=None if storage.is_local else storage.fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=1)),
+        # each worker reads its own dataset whole (training_shards), none is split by Ray Train
+        datasets=training_shards(run_root, train_config["num_workers"]) if sharded else None,
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]) if sharded else None,
     )
     result = trainer.fit()
     if result.checkpoint is None:

@@ -4,7 +4,10 @@ The same class runs inside a Ray Train worker (jobs.train, with DDP and checkpoi
 Ray) and as a plain in-process loop (the benchmark's reference), so the two are measured on
 identical code. An epoch visits every (training user, position >= 1) pair once: the history is
 the user's items before the position (last `max_history`), the target is the item at it. The pairs
-are shuffled per epoch with a seed shared by all workers and dealt out by rank.
+are shuffled per epoch with a seed shared by all workers and dealt out by rank; or, when the data
+is this worker's shard of the training users (`data_is_shard`: Ray Train's get_dataset_shard,
+rec_core.train.ray_train), each worker shuffles its own pairs (seeded by epoch and rank; with one
+worker, the same order as the whole data's) and every worker runs the fewest batches any has.
 
 Model selection: validation Recall@50 after every epoch; the best state is kept, and training
 stops after `patience` epochs without improvement (or at `epochs`). The test split is never read.
@@ -45,6 +48,15 @@ def training_pairs(train: Sequences) -> tuple[np.ndarray, np.ndarray, np.ndarray
     ends = starts + positions
     rows = np.repeat(np.arange(len(lengths)), pairs_per_user)
     return starts.astype(np.int64), ends.astype(np.int64), rows.astype(np.int64)
+
+
+def fewest_across_workers(count: int) -> int:
+    """The smallest `count` of all workers of the process group (DDP's, set up by Ray Train)."""
+    import torch.distributed as dist
+
+    value = torch.tensor([count], dtype=torch.long)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return int(value.item())
 
 
 def warm_started(fresh: dict, previous: dict, item_rows: np.ndarray) -> dict:
@@ -99,9 +111,10 @@ class MultiInterestTraining:
     def __init__(self, model_name: str, train_config: dict, data: ProtocolData, seed: int,
                  rank: int = 0, world_size: int = 1, clusters: dict[int, list[list[int]]] | None = None,
                  align: dict | None = None, synthesized_clusters: list[list[list[int]]] | None = None,
-                 contrast: dict | None = None, warm_start: tuple[dict, np.ndarray] | None = None):
+                 contrast: dict | None = None, warm_start: tuple[dict, np.ndarray] | None = None,
+                 data_is_shard: bool = False):
         self.model_name, self.config, self.data, self.seed = model_name, train_config, data, seed
-        self.warm_start = warm_start
+        self.warm_start, self.data_is_shard = warm_start, data_is_shard
         self.rank, self.world_size = rank, world_size
         self.clusters, self.align = clusters, align
         self.synthesized_clusters, self.contrast = synthesized_clusters, contrast
@@ -201,10 +214,15 @@ class MultiInterestTraining:
 
     def run_epoch(self) -> dict:
         """One pass over this worker's share of the training examples."""
-        order = np.random.default_rng([self.seed, self.epoch_]).permutation(self.examples())
-        if self.config["max_samples_per_epoch"]:
-            order = order[: self.config["max_samples_per_epoch"]]
-        order = order[self.rank:: self.world_size]
+        own_shard = self.data_is_shard and self.world_size > 1
+        seed = [self.seed, self.epoch_, self.rank] if own_shard else [self.seed, self.epoch_]
+        order = np.random.default_rng(seed).permutation(self.examples())
+        cap = self.config["max_samples_per_epoch"]
+        if own_shard:
+            order = order[: max(1, cap // self.world_size)] if cap else order
+        else:
+            order = order[:cap] if cap else order
+            order = order[self.rank:: self.world_size]
         batch_size = self.batch_size()
         # one random stream per purpose: the negatives are the same whichever auxiliary losses a variant adds
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.epoch_ * 10 + self.rank)
@@ -218,6 +236,8 @@ class MultiInterestTraining:
         total_loss, batches, began = 0.0, 0, time.perf_counter()
         # equal batch counts on every rank keep DDP's all-reduce in step
         n_batches = len(order) // batch_size if self.world_size > 1 else -(-len(order) // batch_size)
+        if own_shard:  # shards differ in size
+            n_batches = fewest_across_workers(n_batches)
         for index in range(n_batches):
             inputs, negatives, auxiliary = self.placed_batch(order[index * batch_size: (index + 1) * batch_size],
                                                              generator, crowd_draws)
