@@ -216,7 +216,8 @@ def scale_benchmark(args) -> None:
 
 def stage_memory(args) -> None:
     """One stage alone (`python -m jobs.<stage> <overrides>`, after `jobs.ingest` with --ingest):
-    its wall time and its driver's peak RSS, sampled every --interval seconds. A stage alone holds
+    its wall time, its driver's peak RSS and the peak total (driver and descendants: local Ray's
+    processes, the Ray Train workers), sampled every --interval seconds. A stage alone holds
     less than inside the refresh process, where earlier stages' imports and allocator residue stay;
     it measures a change to one stage in minutes where the refresh at 1M takes twenty."""
     if args.ingest:
@@ -230,13 +231,15 @@ def stage_memory(args) -> None:
     if code != 0:
         raise SystemExit(f"jobs.{args.stage} ended with exit code {code}")
     figures = {"benchmark": "stage-memory", "stage": args.stage, "seconds": round(time.perf_counter() - began, 1),
-               "peak_driver_rss_mib": round(max((own for _, own, _ in samples), default=0) / MIB, 1)}
-    print(f"jobs.{args.stage}: {figures['seconds']} s, peak driver RSS {figures['peak_driver_rss_mib']} MiB")
+               "peak_driver_rss_mib": round(max((own for _, own, _ in samples), default=0) / MIB, 1),
+               "peak_total_rss_mib": round(max((total for _, _, total in samples), default=0) / MIB, 1)}
+    print(f"jobs.{args.stage}: {figures['seconds']} s, peak driver RSS {figures['peak_driver_rss_mib']} MiB, "
+          f"peak total RSS {figures['peak_total_rss_mib']} MiB")
     print(json.dumps(figures))
 
 
 def add_commands(commands) -> None:
-    alone = commands.add_parser("stage-memory", help="one stage alone: wall time and peak driver RSS")
+    alone = commands.add_parser("stage-memory", help="one stage alone: wall time, peak driver and total RSS")
     alone.add_argument("--stage", required=True, choices=["ingest", "semantic", "synthesize", "crowd_semantic",
                                                           "describe", "train", "evaluate", "export", "report"])
     alone.add_argument("--ingest", action="store_true", help="run jobs.ingest first (same overrides)")
