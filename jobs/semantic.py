@@ -133,7 +133,7 @@ def group_on_ray(grouping, histories: Histories, workers: int, batch_size: int =
               for start in range(0, len(histories), batch_size)]
     grouped = ray.data.from_arrow(blocks).map_batches(
         EncoderGroupingActor, fn_constructor_kwargs={"grouping": grouping}, batch_size=batch_size,
-        batch_format="pandas", concurrency=workers, num_cpus=1)
+        batch_format="pandas", compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=1)
     # the actors' Arrow blocks as they are (Python lists of 2M clusters would cost the driver ~1 GiB),
     # in user order: each block holds a run of consecutive users, the blocks may come in any order
     blocks = [block for block in ray.get(grouped.to_arrow_refs()) if block.num_rows]

@@ -249,9 +249,10 @@ def look_up_on_ray(requests: pd.DataFrame, model: str, params: dict, cache: Prom
     _join_or_start_ray()
     workers = int(llm_config["render_workers"])
     blocks = [requests.iloc[start:start + RENDER_BATCH_ROWS] for start in range(0, len(requests), RENDER_BATCH_ROWS)]
+    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=workers)  # a fixed size waits on a smaller cluster
     rendered = ray.data.from_pandas(blocks).map_batches(
         PromptRenderer, fn_constructor_kwargs={"model": model, "params": params}, batch_size=RENDER_BATCH_ROWS,
-        batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1).materialize()
+        batch_format="pandas", compute=pool, num_cpus=1).materialize()
     keys = _plain(rendered.select_columns(["request_id", "key"]).to_pandas())
     # one row per distinct prompt: hash-partitioned by key, so a key's rows share a block, and
     # deduplicated block by block (a groupby's map_groups calls Python once per key: 9x slower at

@@ -162,8 +162,9 @@ class SemanticConfig(Section):
     distributed_min_histories: int = Field(50000, ge=1, description="encoder: from this many histories on, the "
                                                                    "grouping runs on Ray Data actors; fewer are "
                                                                    "grouped in the driver (less than Ray's start-up)")
-    grouping_workers: int = Field(2, ge=1, description="encoder: Ray Data actors of the distributed grouping "
-                                                       "(1 CPU each)")
+    grouping_workers: int = Field(2, ge=1, description="encoder: at most this many Ray Data actors of the "
+                                                       "distributed grouping (1 CPU each; fewer while the "
+                                                       "cluster has fewer CPUs free)")
     coherence_users: int = Field(20000, ge=1, description="the coherence diagnostic (manifest) reads at most this "
                                                           "many grouped histories, a seeded sample beyond it (a "
                                                           "diagnostic; its cost would otherwise grow with users)")
@@ -255,8 +256,9 @@ class LLMConfig(Section):
     distributed_min_prompts: int = Field(50000, ge=1, description="from this many prompts on, they are rendered "
                                                                   "and looked up in the cache on Ray Data (a join); "
                                                                   "fewer in the driver (less than Ray's start-up)")
-    render_workers: int = Field(2, ge=1, description="Ray Data actors that render and key the prompts, 1 CPU each "
-                                                     "(each loads the tokenizer once)")
+    render_workers: int = Field(2, ge=1, description="at most this many Ray Data actors that render and key the "
+                                                     "prompts, 1 CPU each (each loads the tokenizer once; fewer "
+                                                     "while the cluster has fewer CPUs free)")
 
 
 class SessionConfig(Section):
