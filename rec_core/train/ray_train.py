@@ -1,7 +1,7 @@
 """Ray Train (TorchTrainer) around the training recipe, with checkpoints and resume.
 
-The multi-interest models (MultiInterestTraining) get their training users through Ray Data: the
-driver cuts the training users' sequences into one Dataset per worker (`training_shards`:
+The multi-interest models (MultiInterestTraining) get their training users through Ray Data: a
+Ray task cuts the training users' sequences into one Dataset per worker (`training_shards`:
 contiguous ranges of users with about equal numbers of training pairs; the same ranges in every
 run, so a resumed run trains on the same shards), and each worker reads its own with
 `ray.train.get_dataset_shard` plus the validation users' rows (a filtered Parquet read); so a
