@@ -77,6 +77,10 @@ class Sequences:
         return Sequences(self.user_ids[start:stop], self.offsets[start:stop + 1] - first, self.items[first:last],
                          None if self.times is None else self.times[first:last])
 
+    def list_array(self) -> pa.ListArray:
+        """The sequences as one Arrow list<int64> array (no Python lists)."""
+        return pa.ListArray.from_arrays(pa.array(self.offsets, pa.int32()), pa.array(self.items, pa.int64()))
+
 
 def sequences_for(interactions: pd.DataFrame, user_ids: np.ndarray) -> Sequences:
     """Chronological sequences of the given users (interactions must be sorted by user, ts)."""
@@ -214,8 +218,7 @@ class Histories(Mapping):
 
     def list_array(self, start: int = 0, stop: int | None = None) -> pa.ListArray:
         """Histories start..stop-1 (in id order) as an Arrow list<int64> array."""
-        part = self.sequences.slice(start, len(self) if stop is None else min(stop, len(self)))
-        return pa.ListArray.from_arrays(pa.array(part.offsets, pa.int32()), pa.array(part.items, pa.int64()))
+        return self.sequences.slice(start, len(self) if stop is None else min(stop, len(self))).list_array()
 
 
 class _HistoryItems(ItemsView):

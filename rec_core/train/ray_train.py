@@ -103,8 +103,7 @@ def shard_blocks(run_root: str | Location, world: int) -> list[list[pa.Table]]:
         shard = train.slice(bounds[rank], bounds[rank + 1])
         parts = (shard.slice(start, min(start + SHARD_BLOCK_USERS, len(shard)))
                  for start in range(0, max(len(shard), 1), SHARD_BLOCK_USERS))
-        shards.append([pa.table({"user_id": part.user_ids, "item_ids": pa.ListArray.from_arrays(
-            pa.array(part.offsets, pa.int32()), pa.array(part.items, pa.int64()))}) for part in parts])
+        shards.append([pa.table({"user_id": part.user_ids, "item_ids": part.list_array()}) for part in parts])
     return shards
 
 
