@@ -75,6 +75,18 @@ def release_memory() -> None:
         pass
 
 
+TRAINING_STAGES = ("train", "distill")  # distill fine-tunes students: training too, validated, no test split
+
+
+def stages_until(stages: list[tuple[str, object]], stop_after: str) -> list[tuple[str, object]]:
+    """The stages up to `stop_after`; "train" reaches the last training stage (distill, where a model
+    is distilled), so a sweep of distill.* settings reads the distilled students' validation."""
+    names = [name for name, _ in stages]
+    last = max(names.index(name) for name in TRAINING_STAGES if name in names) if stop_after == "train" \
+        else names.index(stop_after)
+    return stages[: last + 1]
+
+
 def refresh(config: dict, stop_after: str | None = None) -> Run:
     """Run the DAG; `stop_after="train"` ends after training (a settings sweep, which must choose
     on validation and never read the test split)."""
@@ -89,9 +101,9 @@ def refresh(config: dict, stop_after: str | None = None) -> Run:
     if config["publish"]["enabled"] and stop_after is None:
         stages.append(("publish", publish))
     if stop_after is not None:
-        stages = stages[: [name for name, _ in stages].index(stop_after) + 1]
+        stages = stages_until(stages, stop_after)
     for stage, function in stages:
-        if stage not in ("train", "distill") and run.stage_current(stage):
+        if stage not in TRAINING_STAGES and run.stage_current(stage):
             log.info("stage %s already done in this run: skipped", stage)
             if stage == "evaluate":
                 print(metrics_table(run.read_table("metrics")), flush=True)

@@ -80,3 +80,15 @@ def test_scale_figures_give_each_sample_to_the_stage_running_then_and_fit_the_gr
                 {"a": {"seconds": 100.0}}]
     exponents = growth_exponents([1_000, 10_000, 100_000], per_size)
     assert exponents == {"a": 1.0, "b": 2.0}
+
+
+def test_a_sweep_stops_after_the_last_training_stage():
+    from jobs.refresh import stages_for, stages_until
+
+    def names(models, stop_after):
+        return [name for name, _ in stages_until(stages_for(models), stop_after)]
+
+    assert names(["comirec_sa+align"], "train") == ["ingest", "semantic", "train"]
+    # a distilled student is fine-tuned by the distill stage, so a sweep of distill.* reaches it
+    assert names(["fpmc", "fpmc+student", "fpmc+student+distill"], "train") == ["ingest", "train", "distill"]
+    assert names(["fpmc", "fpmc+student+distill"], "ingest") == ["ingest"]

@@ -298,8 +298,9 @@ def parse_grid(entries: list[str]) -> list[dict[str, str]]:
 
 def sweep(model: str, grid: list[str], dataset: str, config_path: str | None, overrides: list[str],
           name: str | None = None) -> None:
-    """Train `model` once per grid point (ingest -> ... -> train, never evaluate: the test split is
-    not read) and choose the point with the best validation Recall@50 (ties: the first point).
+    """Train `model` once per grid point (ingest -> ... -> train, and distill for a distilled student,
+    so distill.* can be swept; never evaluate: the test split is not read) and choose the point with
+    the best validation Recall@50 (ties: the first point).
 
     When every grid key is a training setting (rec_core.run.directory.TRAINING_SECTIONS: train.*,
     align.*, contrast.*), the points share the first point's ingest, semantic and crowd tables
