@@ -149,7 +149,33 @@ def test_label_probe_separates_meaningful_embeddings_from_chance():
     vectors = np.stack([centres["abc".index(item[0])] + 0.3 * rng.normal(size=3) for item in labels])
     probe = label_probe(vectors, labels, seed=0)
     assert probe["items"] == 60 and probe["accuracy"] > 0.9 and probe["shuffled"] < 0.6
+    assert probe["majority"] == pytest.approx(1 / 3, abs=1e-4)
     assert label_probe(vectors, [[] for _ in labels], seed=0)["accuracy"] is None
+
+
+def test_label_probe_is_the_cosine_to_each_leave_one_out_centroid():
+    """Against a loop over items: one big category and small ones, where a centroid left unnormalised
+    (the mean of few vectors is long) would draw every prediction to the small categories."""
+    rng = np.random.default_rng(3)
+    labels = [["big"]] * 30 + [[f"small{i % 6}", "big"] if i % 4 == 0 else [f"small{i % 6}"] for i in range(18)]
+    vectors = rng.normal(size=(len(labels), 5)) + np.where([[lab[0] == "big"] for lab in labels], 0.8, 0.0)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    names = sorted({lab for item in labels for lab in item})
+    hits = 0
+    for i, item in enumerate(labels):
+        best, chosen = -np.inf, None
+        for name in names:
+            members = [j for j, other in enumerate(labels) if other[0] == name and j != i]
+            if not members:
+                continue
+            centre = unit[members].sum(0)
+            score = unit[i] @ centre / np.linalg.norm(centre)
+            if score > best:
+                best, chosen = score, name
+        hits += chosen in item
+    probe = label_probe(vectors, labels, seed=0)
+    assert probe["accuracy"] == pytest.approx(hits / len(labels), abs=1e-4)
+    assert probe["majority"] == pytest.approx((30 + 5) / 48, abs=1e-4)  # "big", carried by 30 + 5 items
 
 
 def group_descriptions(graph, n_groups=4, group_size=40, noise=0.5, seed=0):

@@ -129,12 +129,16 @@ def split_budget(max_nodes: int, num_users: int, num_items: int) -> tuple[int | 
 
 
 def label_probe(vectors: np.ndarray, labels: list[list[str]], seed: int) -> dict:
-    """How well item embeddings still predict their own categories: leave-one-out nearest label
-    centroid (cosine); a hit when the predicted label is one of the item's labels. `shuffled`: the
-    same with the embeddings permuted over the items (the chance level of this probe)."""
+    """How well item embeddings still predict their own categories: each item's label is the one
+    whose leave-one-out centroid (the mean of the other items of that primary label, normalised)
+    is nearest by cosine; a hit when it is one of the item's labels. Two references: `shuffled`,
+    the same probe with the embeddings permuted over the items (what embeddings without meaning
+    score; cosine to normalised centroids, so a small category's centroid is not favoured for
+    being the mean of few vectors), and `majority`, the share of items carrying the most frequent
+    label (what always guessing it scores)."""
     keep = [i for i, item_labels in enumerate(labels) if item_labels]
     if len(keep) < 2:
-        return {"items": len(keep), "accuracy": None, "shuffled": None}
+        return {"items": len(keep), "accuracy": None, "shuffled": None, "majority": None}
     names = sorted({label for i in keep for label in labels[i]})
     column = {name: j for j, name in enumerate(names)}
     primary = np.array([column[labels[i][0]] for i in keep])
@@ -144,15 +148,20 @@ def label_probe(vectors: np.ndarray, labels: list[list[str]], seed: int) -> dict
         unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
         sums = np.zeros((len(names), unit.shape[1]))
         np.add.at(sums, primary, unit)
-        counts = np.bincount(primary, minlength=len(names)).astype(np.float64)
-        scores = unit @ sums.T  # [n, labels]
+        counts = np.bincount(primary, minlength=len(names))
+        dots = unit @ sums.T  # [n, labels]: <item, sum of the label's items>
+        norms = np.broadcast_to(np.linalg.norm(sums, axis=1), dots.shape).copy()
         own = np.arange(len(keep)), primary
-        scores[own] -= (unit * unit).sum(1)  # leave the item itself out of its centroid
-        left = counts[None, :] - np.eye(len(names))[primary]
-        scores = np.where(left > 0, scores / np.maximum(left, 1), -np.inf)
+        self_dot = (unit * unit).sum(1)
+        dots[own] -= self_dot  # leave the item out of its own label's sum
+        norms[own] = np.sqrt(np.maximum(norms[own] ** 2 - 2 * (dots[own] + self_dot) + self_dot, 0.0))
+        others = counts[None, :] - np.eye(len(names), dtype=counts.dtype)[primary]
+        scores = np.where((others > 0) & (norms > 1e-12), dots / np.maximum(norms, 1e-12), -np.inf)
         predicted = scores.argmax(1)
         return float(np.mean([p in s for p, s in zip(predicted, label_sets)]))
 
     rows = vectors[keep]
     shuffled = rows[np.random.default_rng(seed).permutation(len(rows))]
-    return {"items": len(keep), "accuracy": round(accuracy(rows), 4), "shuffled": round(accuracy(shuffled), 4)}
+    carried = np.bincount([j for s in label_sets for j in s], minlength=len(names))
+    return {"items": len(keep), "accuracy": round(accuracy(rows), 4), "shuffled": round(accuracy(shuffled), 4),
+            "majority": round(float(carried.max() / len(keep)), 4)}
