@@ -140,7 +140,7 @@ def throughput(dataset: str, config_path: str | None, overrides: list[str], prom
     run = ingested_run(dataset, config_path, overrides, f"llm-throughput-{source}")
     requests = benchmark_requests(run, source, prompts)
     llm_config = run.config["llm"]
-    requests_file = run.root / "throughput_requests.parquet"
+    requests_file = run.root.as_path() / "throughput_requests.parquet"  # the bare side reads it in a child process
     requests.to_parquet(requests_file)
     print(f"{len(requests)} {source} prompts from {dataset}; model {llm_config['model'] or 'offline default'}", flush=True)
 
