@@ -21,8 +21,11 @@ def test_cpu_mode_requests_cpu_bundle_and_no_gpu():
     assert kwargs["log_engine_metrics"] is False and kwargs["should_continue_on_error"] is True
     assert kwargs["engine_kwargs"]["enable_prefix_caching"] is True
     # the engine core runs inside the actor: no spawned processes to die noisily at teardown
+    # OMP_NUM_THREADS set, or Ray pins it to the bundle's CPUs: the compute threads + 1
     assert kwargs["runtime_env"]["env_vars"] == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1",
-                                                 "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+                                                 "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "3"}
+    automatic = processor_config_kwargs(llm_config(cpus_per_engine=1.5), "/models/m")["runtime_env"]["env_vars"]
+    assert automatic["VLLM_CPU_OMP_THREADS_BIND"] == "auto" and automatic["OMP_NUM_THREADS"] == "3"
     assert "accelerator_type" not in kwargs
     # the driver renders prompts (the cache key needs them); no extra transformers actors
     assert not (kwargs["chat_template_stage"] or kwargs["tokenize_stage"] or kwargs["detokenize_stage"])

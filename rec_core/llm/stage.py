@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -184,10 +185,19 @@ def engine_env(llm_config: dict) -> dict:
     "resource_tracker: process died unexpectedly", KeyError ('/psm_*', '/loky-*') and
     EngineDeadError tracebacks into the job's log. In-process, 2 x 32 grouping prompts on 2 cores
     printed none, with the same generation time per batch of 16 (25.4-26.6 s against 24.6-26.5 s)
-    and 8-10 s less start-up (no processes to spawn). The GPU mode keeps vLLM's default."""
+    and 8-10 s less start-up (no processes to spawn). The GPU mode keeps vLLM's default.
+
+    `OMP_NUM_THREADS` = the compute threads + 1 (`engine_threads`, else the reserved CPUs rounded
+    up), set here because Ray otherwise pins it to the actor's reserved CPUs (1 by default), and
+    the engine then generated 1.6x slower than bare vLLM on the same 200 description prompts
+    (211 s against 134 s; bare vLLM with OMP_NUM_THREADS=1 was as slow, 211 s; the stage with 2
+    took 171 s end to end with its start-up): besides its bound compute threads the engine's
+    OpenMP runtime wants one more (docs/results.md, "The LLM stage on description prompts")."""
     env = {"VLLM_CPU_KVCACHE_SPACE": str(llm_config["kv_cache_gib"]), "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     threads = llm_config["engine_threads"]
     env["VLLM_CPU_OMP_THREADS_BIND"] = "auto" if not threads else f"0-{int(threads) - 1}"
+    compute = int(threads) if threads else max(1, math.ceil(float(llm_config["cpus_per_engine"])))
+    env["OMP_NUM_THREADS"] = str(compute + 1)
     return env
 
 
