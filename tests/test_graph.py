@@ -5,7 +5,6 @@ node budget and the description diagnostic; LightGCN and lightgcn+desc train and
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pandas as pd
 
 from rec_core.data.datasets import load_dataset, write_generic

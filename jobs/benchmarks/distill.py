@@ -58,7 +58,7 @@ def distill_benchmark(args) -> None:
     summary = compare_models("distill", models, args.dataset, args.config, args.overrides, args.seeds, "encoder",
                              "init", args.name, cutoffs=SESSION_CUTOFFS)
     shares = gap_closed(summary, models[0], models[1])
-    print(f"\nshare of the student-teacher Recall@10 gap closed (means over runs; the paper's FPMC ALKDRec: ~0.96):")
+    print("\nshare of the student-teacher Recall@10 gap closed (means over runs; the paper's FPMC ALKDRec: ~0.96):")
     for model, share in shares.items():
         print(f"  {model:44s} {share:+.3f}")
         print(json.dumps({"benchmark": "distill", "dataset": args.dataset, "model": model,

@@ -90,7 +90,7 @@ def incremental_benchmark(args) -> None:
     before, changed = yesterday(tables.interactions, args.changed, config["seed"])
     print(f"{args.dataset}: {tables.interactions['user_id'].nunique()} users, {len(changed)} with a new "
           f"interaction today ({args.changed:.1%})", flush=True)
-    generic = [f"data.dataset=generic", f"data.path={folder}", "data.k_core=0", f"models={args.models}"]
+    generic = ["data.dataset=generic", f"data.path={folder}", "data.k_core=0", f"models={args.models}"]
     nights = [f"output_dir={root / 'nightly'}", "previous_run=latest", "publish.enabled=true"]
     write_generic(tables.items, before, tables.users, folder)
     refresh(load_config(args.config, [*base, *generic, *nights, "run_id=night-1"]))

@@ -30,7 +30,7 @@ import json
 
 import numpy as np
 
-from rec_core.models.names import DISTILL_TEACHERS as BACKENDS
+
 OK, REPAIRED, FAILED = "ok", "repaired", "failed"
 HINT_LIST = 20  # the teacher's top items each hints case shows (the paper's top-20)
 
