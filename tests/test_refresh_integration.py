@@ -125,6 +125,7 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     assert (tmp_path / "latest").resolve() == root and (root / "_SUCCESS").is_file()  # the first night publishes
 
 
+@pytest.mark.slow  # the resume from a checkpoint: tests/test_faults.py kills a worker mid-run and checks the same result
 def test_ray_train_resumes_a_run_from_its_checkpoint(local_ray, data_dir, tmp_path):
     from jobs.ingest import ingest
     from rec_core.run.directory import Run
