@@ -303,8 +303,9 @@ def sweep(model: str, grid: list[str], dataset: str, config_path: str | None, ov
     the best validation Recall@50 (ties: the first point).
 
     When every grid key is a training setting (rec_core.run.directory.TRAINING_SECTIONS: train.*,
-    align.*, contrast.*, desc.*, session.*, distill.*), the points share the first point's ingest, semantic and crowd tables
-    (`fork_upstream`) instead of recomputing them. Point i is run `<name>-p<i>`; an earlier sweep's
+    align.*, contrast.*, desc.*, session.*, distill.*), the points share the first point's upstream
+    tables (UPSTREAM_STAGES: ingest, semantic, crowd and describe; `fork_upstream`) instead of
+    recomputing them. Point i is run `<name>-p<i>`; an earlier sweep's
     name resumes it."""
     points = parse_grid(grid)
     stamp = name or bench_run_id(f"sweep-{model.replace('+', '-')}", dataset)
