@@ -512,9 +512,9 @@ def text_cache_folder(config: dict) -> Location:
 def fork_upstream(source: "str | os.PathLike | Location", config: dict) -> Run:
     """A new run for `config` starting with the finished stages before training of the run in
     `source` (their tables copied, their manifest records kept, `forked_from` noted), so that a sweep
-    of training settings computes ingest, semantic and crowd tables once. Refused unless the two
-    configs agree on every pinned section outside TRAINING_SECTIONS (the sections those stages
-    read), and unless the new run id is unused."""
+    of training settings computes the UPSTREAM_STAGES' tables (ingest, semantic, crowd, describe)
+    once. Refused unless the two configs agree on every pinned section outside TRAINING_SECTIONS
+    (the sections those stages read), and unless the new run id is unused."""
     source = Location.of(source)
     old = json.loads((source / "manifest.json").read_text())
     differing = differing_settings(old["config"], config,
