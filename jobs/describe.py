@@ -104,7 +104,7 @@ def llm_layer(config: dict, ids: dict, texts: dict, samples: dict, chosen: dict)
     graph_config = config["graph"]
     requests = description_requests(graph_config, ids, texts, samples, chosen)
     answers, stats = run_prompts(requests, config["llm"], PromptCache(cache_folder(config)),
-                                 cache_flush_rows=config["llm"]["cache_flush_rows"])
+                                 cache_flush_rows=config["llm"]["cache_flush_rows"], ray_settings=config["ray"])
     by_request = answers.set_index("request_id")
     out = {}
     for node_type in (USER, ITEM):

@@ -119,7 +119,7 @@ def llm_lists(run: Run, view: TeacherView, pool, rows: np.ndarray, titles: list[
     hints_answer, hints_stats = run_prompts(pd.DataFrame({
         "request_id": [f"hints:{teacher}"], "system": [hints_system],
         "user": [case_text], "schema": [hints_schema(distill["hint_chars"])]}), config["llm"], cache,
-        cache_flush_rows=config["llm"]["cache_flush_rows"])
+        cache_flush_rows=config["llm"]["cache_flush_rows"], ray_settings=config["ray"])
     hints = read_hints(hints_answer["output"].iloc[0], distill["hint_chars"]) if not hints_answer["error"].iloc[0] else ""
     system = RANKING_SYSTEM.format(hints=hints or "(none)", length=distill["list_length"])
     requests = pd.DataFrame({
@@ -127,7 +127,8 @@ def llm_lists(run: Run, view: TeacherView, pool, rows: np.ndarray, titles: list[
         "user": [ranking_prompt([titles[i] for i in pool.histories.sequence(r)], view.candidates[r],
                                 [titles[i] for i in view.candidates[r]]) for r in rows],
         "schema": [ranking_schema(view.candidates[r], distill["list_length"]) for r in rows]})
-    answers, stats = run_prompts(requests, config["llm"], cache, cache_flush_rows=config["llm"]["cache_flush_rows"])
+    answers, stats = run_prompts(requests, config["llm"], cache, cache_flush_rows=config["llm"]["cache_flush_rows"],
+                                 ray_settings=config["ray"])
     answers = answers.set_index("request_id")
     lists, statuses, keys, details = [], [], [], []
     for r in rows:
@@ -212,7 +213,7 @@ def distill(run: Run) -> None:
     if not run.stage_done("distill") or set(names) - set(covered):
         with run.stage("distill") as info:
             info.update(rank_sessions(run, names))
-    init_ray()
+    init_ray(run.config["ray"])
     num_items = len(run.read_table("items"))
     for name in pending:
         train_model(run, name, num_items)

@@ -45,7 +45,7 @@ def score_shards(run: Run, settings: dict, tasks: list, users: int, what: str) -
     scoring = run.config["scoring"]
     distributed = users >= scoring["distributed_min_users"]
     if distributed:
-        init_ray()
+        init_ray(run.config["ray"])
     return run_shards(settings, tasks, scoring["workers"], distributed, what)
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from rec_core.run.stopping import stop_cleanly_on_sigterm
 
 
-def init_ray() -> None:
-    """Join the cluster of `ray job submit` ($RAY_ADDRESS) or start local Ray."""
+def init_ray(settings: dict) -> None:
+    """Join the cluster of `ray job submit` ($RAY_ADDRESS) or start local Ray with the config's `ray`
+    section (`settings`: its dashboard or not; ignored when joining, the head has its own)."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(log_to_driver=True, configure_logging=False)
+        ray.init(log_to_driver=True, configure_logging=False, include_dashboard=settings["dashboard"])
         stop_cleanly_on_sigterm()

@@ -118,15 +118,17 @@ def group_with_encoder(items: pd.DataFrame, histories: Histories, config: dict):
     extra = {"encoder_model": grouping.model_id_}
     if len(histories) < semantic["distributed_min_histories"]:
         return pd.DataFrame(encoder_rows(grouping, histories.items()), columns=ROW_COLUMNS), extra
-    return group_on_ray(grouping, histories, semantic["grouping_workers"]), {**extra, "distributed": True}
+    return group_on_ray(grouping, histories, semantic["grouping_workers"], config["ray"]), \
+        {**extra, "distributed": True}
 
 
-def group_on_ray(grouping, histories: Histories, workers: int, batch_size: int = 4096) -> pa.Table:
+def group_on_ray(grouping, histories: Histories, workers: int, ray_settings: dict,
+                 batch_size: int = 4096) -> pa.Table:
     import ray
 
     from jobs.ray_runtime import init_ray
 
-    init_ray()
+    init_ray(ray_settings)
     ids = histories.sequences.user_ids
     blocks = [pa.table({"user_id": ids[start:start + batch_size],  # from the arrays: no Python lists
                         "item_ids": histories.list_array(start, start + batch_size)})
@@ -160,7 +162,7 @@ def group_with_llm(items: pd.DataFrame, histories: Mapping[int, list[int]], conf
     semantic = config["semantic"]
     requests = cluster_requests(items, histories, semantic["max_clusters"])
     answers, stats = run_prompts(requests, config["llm"], PromptCache(cache_folder(config)),
-                                 cache_flush_rows=config["llm"]["cache_flush_rows"])
+                                 cache_flush_rows=config["llm"]["cache_flush_rows"], ray_settings=config["ray"])
     rows = []
     for answer in answers.itertuples():
         item_ids = histories[int(answer.request_id)]

@@ -61,7 +61,7 @@ def fit_cliques(crowd: dict, interactions: pd.DataFrame, taken: set[int]) -> Use
     return user_cliques(crowd).fit(interactions, taken=taken)
 
 
-def find_cliques(crowd: dict, interactions: pd.DataFrame, taken: set[int]) -> UserCliques:
+def find_cliques(crowd: dict, interactions: pd.DataFrame, taken: set[int], ray_settings: dict) -> UserCliques:
     """The fitted cliques, found in one Ray task: the similarity products and the clique search are
     the stage's largest memory (~1 GiB at 800k training users: sparse products, a set per user),
     which the driver, alive for the whole refresh, should not hold. The task returns the cliques,
@@ -69,7 +69,7 @@ def find_cliques(crowd: dict, interactions: pd.DataFrame, taken: set[int]) -> Us
     components could be searched side by side; not done)."""
     import ray
 
-    init_ray()
+    init_ray(ray_settings)
     cliques = ray.get(ray.remote(num_cpus=1)(fit_cliques).remote(crowd, interactions, taken))
     log.info("user cliques: %s", cliques.stats_)
     return cliques
@@ -92,7 +92,7 @@ def synthesize(run: Run):
         previous = previous_root(run)
         kept, dropped = kept_synthesized_users(previous, run) if previous else (pd.DataFrame(), 0)
         taken = {int(user) for members in kept.get("member_ids", []) for user in members}
-        cliques = find_cliques(crowd, interactions, taken)  # new cliques among the others only
+        cliques = find_cliques(crowd, interactions, taken, run.config["ray"])  # new cliques among the others only
         if not cliques.cliques_ and not len(kept):
             raise ValueError(f"no user cliques of {crowd['min_size']}+ users: lower crowd.min_size, "
                              "crowd.min_similarity or crowd.min_shared_items")

@@ -58,7 +58,7 @@ def train(run: Run) -> None:
                if is_neural(name) and not is_distilled(name) and not run.stage_done(f"train:{name}")]
     if not pending:
         return
-    init_ray()
+    init_ray(run.config["ray"])
     num_items = len(run.read_table("items"))
     for name in pending:
         train_model(run, name, num_items)

@@ -54,7 +54,7 @@ def max_cover(dataset: str, config_path: str | None, overrides: list[str]) -> No
     cliques = user_cliques(crowd).fit(interactions)
     clique_seconds = time.perf_counter() - began
     instances = crowd_instances(cliques.cliques_, interactions, labels, crowd)
-    init_ray()
+    init_ray(run.config["ray"])
     cp_sat = solver_config(run.config)
     began = time.perf_counter()
     greedy_solutions = solve_instances(instances, SolverConfig(use_cp_sat=False), crowd["chunk_size"])

@@ -53,6 +53,7 @@ the same sizes, LLM token counts and timings, and a few users' clusters in words
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -131,9 +132,11 @@ def benchmark_requests(run: Run, source: str, prompts: int) -> pd.DataFrame:
     return cluster_requests(run.read_table("items"), histories, run.config["semantic"]["max_clusters"])
 
 
-def throughput(dataset: str, config_path: str | None, overrides: list[str], prompts: int, source: str) -> None:
+def throughput(dataset: str, config_path: str | None, overrides: list[str], prompts: int, source: str,
+               compiled: bool = True) -> None:
     import ray
 
+    from jobs.ray_runtime import init_ray
     from rec_core.llm.stage import run_prompts
     from rec_core.llm.prompt_cache import PromptCache
 
@@ -142,11 +145,12 @@ def throughput(dataset: str, config_path: str | None, overrides: list[str], prom
     llm_config = run.config["llm"]
     requests_file = run.root.as_path() / "throughput_requests.parquet"  # the bare side reads it in a child process
     requests.to_parquet(requests_file)
-    print(f"{len(requests)} {source} prompts from {dataset}; model {llm_config['model'] or 'offline default'}", flush=True)
+    print(f"{len(requests)} {source} prompts from {dataset}; model {llm_config['model'] or 'offline default'}; "
+          f"local Ray's dashboard: {run.config['ray']['dashboard']}", flush=True)
 
     results = {"bare_eager_before": _bare_in_fresh_process(requests_file, {**llm_config, "enforce_eager": True})}
     print("bare eager:", json.dumps(results["bare_eager_before"]), flush=True)
-    ray.init(configure_logging=False)  # Ray's own start-up is not the stage's cost
+    init_ray(run.config["ray"])  # Ray's own start-up is not the stage's cost; its dashboard is (ray.dashboard)
     with tempfile.TemporaryDirectory() as empty_cache:
         _, stats = run_prompts(requests, {**llm_config, "enforce_eager": True}, PromptCache(empty_cache))
     ray.shutdown()
@@ -155,20 +159,23 @@ def throughput(dataset: str, config_path: str | None, overrides: list[str], prom
     print("Ray Data stage:", json.dumps(results["ray_data"]), flush=True)
     results["bare_eager_after"] = _bare_in_fresh_process(requests_file, {**llm_config, "enforce_eager": True})
     print("bare eager:", json.dumps(results["bare_eager_after"]), flush=True)
-    results["bare_compiled"] = _bare_in_fresh_process(requests_file, {**llm_config, "enforce_eager": False})
-    print("bare compiled:", json.dumps(results["bare_compiled"]), flush=True)
+    if compiled:
+        results["bare_compiled"] = _bare_in_fresh_process(requests_file, {**llm_config, "enforce_eager": False})
+        print("bare compiled:", json.dumps(results["bare_compiled"]), flush=True)
 
     bare = np.mean([results[k]["end_to_end_tokens_per_s"] for k in ("bare_eager_before", "bare_eager_after")])
     ratio = results["ray_data"]["end_to_end_tokens_per_s"] / bare
-    eager, compiled = results["bare_eager_before"], results["bare_compiled"]
+    eager = results["bare_eager_before"]
     print(f"\n== LLM stage throughput on {dataset}, {len(requests)} {source} prompts, end to end (engine start-up included)")
     print(f"Ray Data stage      {results['ray_data']['end_to_end_tokens_per_s']:8.1f} output tokens/s")
     print(f"bare vllm.LLM.chat  {bare:8.1f} output tokens/s (mean of before/after)")
     print(f"ratio Ray Data / bare = {ratio:.3f} (target >= {0.9 if source == 'descriptions' else 0.85})")
-    print(f"engine start-up: eager {eager['load_s']:.1f} s, compiled {compiled['load_s']:.1f} s; generation: "
-          f"eager {eager['generate_tokens_per_s']:.1f} tok/s, compiled {compiled['generate_tokens_per_s']:.1f} tok/s")
+    print(f"engine start-up, eager: {eager['load_s']:.1f} s; generation, eager: {eager['generate_tokens_per_s']:.1f} tok/s")
+    if compiled:
+        print(f"engine start-up, compiled: {results['bare_compiled']['load_s']:.1f} s; generation, compiled: "
+              f"{results['bare_compiled']['generate_tokens_per_s']:.1f} tok/s")
     print(json.dumps({"benchmark": "llm-throughput", "dataset": dataset, "source": source, "prompts": len(requests),
-                      "ray_vs_bare": round(ratio, 3), **results}))
+                      "ray_dashboard": run.config["ray"]["dashboard"], "ray_vs_bare": round(ratio, 3), **results}))
 
 
 # ------------------------------------------------------------------------------------------ cache
@@ -483,8 +490,10 @@ def add_commands(commands) -> None:
     speed.add_argument("--prompts", type=int, default=96)
     speed.add_argument("--source", choices=["grouping", "descriptions"], default="grouping",
                        help="the semantic-grouping prompts or the graph descriptions' layer-1 prompts")
+    speed.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=True,
+                       help="also time bare vLLM with torch.compile (~2.5 minutes on 2 cores)")
     speed.set_defaults(run=lambda args: throughput(args.dataset, args.config, args.overrides, args.prompts,
-                                                   args.source))
+                                                   args.source, args.compiled))
     cached = commands.add_parser("llm-cache", help="prompts sent on a rerun and after changing some histories")
     cached.add_argument("--changed", type=float, default=0.01, help="share of the users whose history changes")
     cached.add_argument("--change-seed", type=int, default=None, help="default: the clock")

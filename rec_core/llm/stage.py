@@ -252,11 +252,11 @@ def look_up_here(requests: pd.DataFrame, model: str, params: dict, cache: Prompt
 
 
 def look_up_on_ray(requests: pd.DataFrame, model: str, params: dict, cache: PromptCache,
-                   llm_config: dict) -> PromptLookup:
+                   llm_config: dict, ray_settings: dict | None = None) -> PromptLookup:
     """Rendering on Ray Data actors and the lookup as a join against the cache (module docstring)."""
     import ray
 
-    _join_or_start_ray()
+    _join_or_start_ray(ray_settings)
     workers = int(llm_config["render_workers"])
     blocks = [requests.iloc[start:start + RENDER_BATCH_ROWS] for start in range(0, len(requests), RENDER_BATCH_ROWS)]
     pool = ray.data.ActorPoolStrategy(min_size=1, max_size=workers)  # a fixed size waits on a smaller cluster
@@ -302,14 +302,16 @@ def _answered(joined: pd.DataFrame, answered: bool) -> pd.DataFrame:
                                                              else PROMPT_COLUMNS)
 
 
-def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
-                cache_flush_rows: int = 64) -> tuple[pd.DataFrame, LLMStats]:
-    """Answers for every request: (request_id, key, output, error, num_input_tokens, num_generated_tokens, cached)."""
+def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache, cache_flush_rows: int = 64,
+                ray_settings: dict | None = None) -> tuple[pd.DataFrame, LLMStats]:
+    """Answers for every request: (request_id, key, output, error, num_input_tokens, num_generated_tokens, cached).
+    Ray is joined or started only when a prompt must be rendered on Ray or sent; a start uses the
+    config's `ray` section (`ray_settings`; None: Ray's defaults)."""
     began = time.perf_counter()
     model = resolve_model(llm_config)
     params = sampling_params(llm_config)
     if len(requests) >= llm_config["distributed_min_prompts"]:
-        lookup = look_up_on_ray(requests, model, params, cache, llm_config)
+        lookup = look_up_on_ray(requests, model, params, cache, llm_config, ray_settings)
     else:
         lookup = look_up_here(requests, model, params, cache)
     stats = LLMStats(prompts=len(requests), looked_up_on_ray=not isinstance(lookup.todo, pd.DataFrame))
@@ -319,7 +321,7 @@ def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
     if lookup.todo_count:
         log.info("LLM: %d prompts, %d answered from the cache, sending %d to %s",
                  len(requests), stats.cache_hits, lookup.todo_count, model)
-        fresh = list(_generate(lookup, model, params, llm_config, cache, cache_flush_rows, stats))
+        fresh = list(_generate(lookup, model, params, llm_config, cache, cache_flush_rows, stats, ray_settings))
         stats.cache_parts_compacted = cache.compact(llm_config["cache_max_parts"], llm_config["cache_part_rows"])
     answered = pd.concat([lookup.cached.assign(error="", cached=True), *fresh], ignore_index=True)
     answered = answered.drop_duplicates("key", keep="last")[
@@ -331,22 +333,22 @@ def run_prompts(requests: pd.DataFrame, llm_config: dict, cache: PromptCache,
     return result, stats
 
 
-def _join_or_start_ray() -> None:
+def _join_or_start_ray(ray_settings: dict | None) -> None:
     import ray
 
     from rec_core.run.stopping import stop_cleanly_on_sigterm
 
     if not ray.is_initialized():
-        ray.init(configure_logging=False)
+        ray.init(configure_logging=False, include_dashboard=ray_settings["dashboard"] if ray_settings else None)
         stop_cleanly_on_sigterm()
 
 
 def _generate(lookup: PromptLookup, model: str, params: dict, llm_config: dict, cache: PromptCache,
-              flush_rows: int, stats: LLMStats):
+              flush_rows: int, stats: LLMStats, ray_settings: dict | None):
     import ray
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    _join_or_start_ray()
+    _join_or_start_ray(ray_settings)
     check_resources(llm_config)
     config = vLLMEngineProcessorConfig(**processor_config_kwargs(llm_config, model))
     # pre/postprocess are tiny: a whole CPU each would starve the engine on a small node

@@ -324,6 +324,14 @@ class ScoringConfig(Section):
                                                                 "(less than the actors' start-up)")
 
 
+class RayConfig(Section):
+    """Local Ray, when a job starts it (no RAY_ADDRESS, not under `ray job submit`): a cluster's head
+    was started with its own settings. Not pinned: the tables do not depend on it."""
+    dashboard: bool = Field(True, description="start Ray's dashboard (http://127.0.0.1:8265) with local Ray; on a "
+                                              "2-core machine its processes take ~10% of the LLM stage's speed "
+                                              "(docs/results.md): false for benchmarks and small nightly hosts")
+
+
 class PublishConfig(Section):
     enabled: bool = Field(True, description="publish the finished run as <output_dir>/latest if it passes the "
                                             "quality gate (rec_core.run.publish); benchmarks turn it off")
@@ -382,6 +390,7 @@ class RunConfig(Section):
     llm: LLMConfig = LLMConfig()
     eval: EvalConfig = EvalConfig()
     scoring: ScoringConfig = ScoringConfig()
+    ray: RayConfig = RayConfig()
     publish: PublishConfig = PublishConfig()
     incremental: IncrementalConfig = IncrementalConfig()
 
