@@ -182,7 +182,7 @@ def test_model_files_and_the_prompt_cache_on_an_object_store(s3_server):
 
 
 QUICK = ["train.epochs=1", "train.max_samples_per_epoch=3000", "train.cpus_per_worker=1", "train.embedding_dim=16",
-         "eval.top_k=20", "data.dataset=generic"]
+         "eval.top_k=20", "data.dataset=generic", "ray.dashboard=false"]  # the jobs start local Ray: no dashboard
 
 
 @pytest.mark.integration

@@ -62,3 +62,13 @@ def test_a_damaged_cache_part_is_quarantined_and_its_texts_embedded_again(tmp_pa
     lost = [text for text in ["red lipstick", "blue shampoo"] if text_key(later.id_, text) not in kept]
     assert len(lost) == 1 and later.model_.texts == lost and later.quarantined_ == [damaged.name]
     assert (tmp_path / "cache" / "quarantine" / damaged.name).is_file()
+
+
+def test_the_cache_is_in_output_dir_unless_text_cache_dir_puts_it_elsewhere(tmp_path):
+    from rec_core.run.config import load_config
+    from rec_core.run.directory import text_cache_folder
+
+    assert text_cache_folder(load_config(None, [f"output_dir={tmp_path}"])).as_path() == \
+        tmp_path / "text_embedding_cache"
+    shared = load_config(None, [f"output_dir={tmp_path}", f"text_cache_dir={tmp_path / 'shared'}"])
+    assert text_cache_folder(shared).as_path() == tmp_path / "shared"

@@ -371,6 +371,9 @@ class RunConfig(Section):
     output_dir: Annotated[str, AfterValidator(_storage_path)] = Field(
         "runs", description="every run writes <output_dir>/<run_id>/<table>/ and manifest.json; a local path or "
                             "an object store's URI, e.g. s3://bucket/runs (rec_core.storage.location)")
+    text_cache_dir: StoragePath = Field(None, description="the text-embedding cache every stage reads and writes "
+                                                          "(a path or a URI, as output_dir); None: "
+                                                          "<output_dir>/text_embedding_cache, shared by its runs")
     seed: int = Field(2026, ge=0, description="seeds model initialisation and sampling (split.seed seeds the "
                                               "split)")
     models: Annotated[list[str], BeforeValidator(_as_list)] = Field(DEFAULT_MODELS, min_length=1, description="models to train and evaluate: "

@@ -65,8 +65,9 @@ log = logging.getLogger(__name__)
 # Config sections a run is bound to: everything that shapes one of its tables (the data and its
 # splits, the semantic and crowd tables, the trained models, the metrics). A rerun with the same run
 # id must not change them, or finished stages would be reused with other settings. Free to change:
-# `models` (may grow: new models are trained, finished ones kept), `output_dir`, `run_id`, and the
-# LLM engine's resources (replicas, batch size, CPUs, cache location), which do not change answers.
+# `models` (may grow: new models are trained, finished ones kept), `output_dir`, `run_id`, the
+# caches' places (`text_cache_dir`, `llm.cache_dir`) and the LLM engine's resources (replicas, batch
+# size, CPUs), which do not change answers.
 PINNED_SECTIONS = ("seed", "data", "split", "train", "semantic", "align", "crowd", "contrast", "graph", "desc", "session", "distill", "eval",
                    "llm.model", "llm.max_tokens", "llm.temperature", "llm.max_model_len", "previous_run", "incremental")
 
@@ -505,7 +506,10 @@ def _sibling_models(stage: str, writer: str | None) -> bool:
 
 
 def text_cache_folder(config: dict) -> Location:
-    """The text-embedding cache (rec_core.text.encoder), shared by the stages and runs of an output_dir."""
+    """The text-embedding cache (rec_core.text.encoder): `text_cache_dir`, or the one shared by the
+    stages and runs of an output_dir."""
+    if config["text_cache_dir"]:
+        return Location.of(config["text_cache_dir"])
     return Location.of(config["output_dir"]) / "text_embedding_cache"
 
 
