@@ -327,9 +327,9 @@ class ScoringConfig(Section):
 class RayConfig(Section):
     """Local Ray, when a job starts it (no RAY_ADDRESS, not under `ray job submit`): a cluster's head
     was started with its own settings. Not pinned: the tables do not depend on it."""
-    dashboard: bool = Field(True, description="start Ray's dashboard (http://127.0.0.1:8265) with local Ray; on a "
-                                              "2-core machine its processes take ~10% of the LLM stage's speed "
-                                              "(docs/results.md): false for benchmarks and small nightly hosts")
+    dashboard: bool = Field(True, description="start Ray's dashboard (http://127.0.0.1:8265) with local Ray; false "
+                                              "leaves out its processes and port (no measurable effect on the LLM "
+                                              "stage's speed on 2 cores, docs/results.md)")
 
 
 class PublishConfig(Section):
