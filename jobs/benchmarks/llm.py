@@ -150,7 +150,7 @@ def throughput(dataset: str, config_path: str | None, overrides: list[str], prom
 
     results = {"bare_eager_before": _bare_in_fresh_process(requests_file, {**llm_config, "enforce_eager": True})}
     print("bare eager:", json.dumps(results["bare_eager_before"]), flush=True)
-    init_ray(run.config["ray"])  # Ray's own start-up is not the stage's cost; its dashboard is (ray.dashboard)
+    init_ray(run.config["ray"])  # Ray's own start-up is not the stage's cost (its dashboard: ray.dashboard)
     with tempfile.TemporaryDirectory() as empty_cache:
         _, stats = run_prompts(requests, {**llm_config, "enforce_eager": True}, PromptCache(empty_cache))
     ray.shutdown()
