@@ -102,7 +102,8 @@ def test_the_distributed_grouping_writes_the_rows_of_the_in_process_one(local_ra
     histories = recent_items(tables.interactions, tables.users["user_id"].to_numpy(), 15)
     grouping = EncoderGrouping(cache_dir=str(tmp_path)).fit(tables.items)
     here = pd.DataFrame(encoder_rows(grouping, histories.items()))
-    distributed = group_on_ray(grouping, histories, workers=2, ray_settings={"dashboard": False}, batch_size=100)  # Arrow, in the actors' order
+    # Arrow, in the actors' order
+    distributed = group_on_ray(grouping, histories, workers=2, ray_settings={"dashboard": False}, batch_size=100)
     assert len(here) > 2 * len(histories) and distributed.num_rows == len(here)
     # the table the stage writes is the same from both (clusters_table: sorted, typed, input_key)
     keys = history_keys(tables.items, histories)
