@@ -3,7 +3,7 @@
 import pytest
 
 from jobs.benchmark import main
-from jobs.benchmarks.models import parse_grid
+from jobs.benchmarks.models import description_variants, parse_grid
 from rec_core.run.config import ConfigError
 
 
@@ -24,6 +24,17 @@ def test_sweep_grid_is_every_combination():
     assert points[-1] == {"contrast.weight": "0.1", "contrast.temperature": "0.5"}
     with pytest.raises(ConfigError, match="expected key=value1,value2"):
         parse_grid(["contrast.weight"])
+
+
+def test_description_variants_are_named_settings_of_lightgcn_desc():
+    assert description_variants("layer0,encoder,llm", 0) == [
+        ("layer0", ["lightgcn+desc"], ["graph.layers=0"]), ("encoder", ["lightgcn+desc"], ["graph.backend=encoder"])]
+    (label, models, settings), = description_variants("llm", 500)
+    assert settings == ["graph.backend=llm", "graph.max_llm_nodes=500"]
+    (_, _, aligned), = description_variants("layer0-aligned", 0)
+    assert "desc.fusion=none" in aligned
+    with pytest.raises(ConfigError, match="--variants 'layer1'"):
+        description_variants("layer1", 0)
 
 
 def test_new_interactions_go_to_training_users_after_their_latest_item():

@@ -194,7 +194,7 @@ def test_graph_models_learn_beyond_popularity_and_score_from_frozen_vectors(name
         with pytest.raises(ValueError, match="needs the graph descriptions"):
             GraphTraining(name, TRAIN, data, 0, graph)
     recipe = GraphTraining(name, TRAIN, data, 0, graph, descriptions=group_descriptions(graph) if described else None,
-                           desc={"weight": 0.1, "temperature": 0.2, "nodes_per_batch": 64} if described else None)
+                           desc={"weight": 0.1, "temperature": 0.2, "nodes_per_batch": 64, "fusion": "sum"} if described else None)
     recipe.setup()
     assert recipe.examples() == len(edge_set(graph))
     last = recipe.train()
@@ -214,8 +214,9 @@ def test_graph_models_learn_beyond_popularity_and_score_from_frozen_vectors(name
         scorer.score_users(np.array([10 ** 6]))
 
 
-def test_description_alignment_at_weight_zero_changes_only_the_fusion():
-    _, _, _, data, graph = protocol_and_graph(n_users=60)
+def plain_and_described(**desc) -> tuple:
+    """LightGCN and lightgcn+desc (dim 8, 2 layers) with the same initial ID embeddings."""
+    _, _, _, _, graph = protocol_and_graph(n_users=60)
     texts = [torch.as_tensor(t) for t in group_descriptions(graph)]
     from rec_core.graph.bipartite import normalized_adjacency as adjacency_of
     from rec_core.models.lightgcn import sparse_adjacency
@@ -224,10 +225,31 @@ def test_description_alignment_at_weight_zero_changes_only_the_fusion():
     torch.manual_seed(0)
     plain = LightGCN(graph.user_ids, graph.num_items, 8, 2, adjacency)
     torch.manual_seed(0)
-    described = LightGCN(graph.user_ids, graph.num_items, 8, 2, adjacency, texts, texts[0].shape[1], desc_weight=0.0)
+    return graph, plain, LightGCN(graph.user_ids, graph.num_items, 8, 2, adjacency, texts, texts[0].shape[1], **desc)
+
+
+def test_description_alignment_at_weight_zero_changes_only_the_fusion():
+    _, plain, described = plain_and_described(desc_weight=0.0)
     for projection in described.projections:
         torch.nn.init.zeros_(projection.weight)
     users, targets, negatives = torch.tensor([0, 1]), torch.tensor([3, 4]), torch.arange(20)
     assert torch.allclose(plain(users, targets, negatives), described(users, targets, negatives))
     described.desc_weight = 0.5
     assert described(users, targets, negatives) > plain(users, targets, negatives)
+
+
+def test_description_fusion_none_scores_as_lightgcn_and_aligns_only():
+    graph, plain, aligned = plain_and_described(desc_weight=0.0, desc_fusion="none")
+    # the projections are random (not zero): with fusion none they still leave the scores alone
+    users, targets, negatives = torch.tensor([0, 1]), torch.tensor([3, 4]), torch.arange(20)
+    assert torch.allclose(plain(users, targets, negatives), aligned(users, targets, negatives))
+    plain.freeze(), aligned.freeze()
+    assert torch.allclose(plain.score_users(graph.user_ids[:5]), aligned.score_users(graph.user_ids[:5]))
+    # the alignment loss still trains the projections and pulls the graph embeddings
+    aligned.desc_weight = 0.5
+    loss = aligned(users, targets, negatives)
+    assert loss > plain(users, targets, negatives)
+    loss.backward()
+    assert aligned.projections[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="fusion 'mean'"):
+        plain_and_described(desc_fusion="mean")

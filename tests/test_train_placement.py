@@ -77,7 +77,7 @@ def test_a_graph_model_moves_its_graph_and_descriptions_with_it():
 
     _, _, _, data, graph = protocol_and_graph()
     recipe = GraphTraining("lightgcn+desc", GRAPH_TRAIN, data, 0, graph, descriptions=group_descriptions(graph),
-                           desc={"weight": 0.1, "temperature": 0.2, "nodes_per_batch": 64})
+                           desc={"weight": 0.1, "temperature": 0.2, "nodes_per_batch": 64, "fusion": "sum"})
     meta = torch.device("meta")
     recipe.setup(device=meta)
     assert recipe.model_.adjacency.device == meta and {t.device for t in recipe.model_.descriptions} == {meta}

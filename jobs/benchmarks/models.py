@@ -43,8 +43,10 @@ per user with bootstrap 95% intervals (what `alignment` and `ablation` print at 
 `lightgcn+desc` once per description variant in runs `<name>-<variant>-s<i>` with the same seeds:
 `layer0` (graph.layers=0: the catalogue text and the user template only, no graph hop), `encoder`
 (the embedding-mix aggregator) and `llm` (the LLM aggregator on `--llm-nodes` nodes, the rest by the
-encoder); all paired per user against `lightgcn`. The describe stage's diagnostic and LLM figures
-of every run are printed at the end.
+encoder); all paired per user against `lightgcn`. `--variants` picks them (default layer0, encoder,
+llm); `layer0-aligned` and `encoder-aligned` are the same descriptions with `desc.fusion=none` (the
+descriptions in the alignment loss only). The describe stage's diagnostic and LLM figures of every
+run are printed at the end.
 
 `sweep` trains one model for every point of a settings grid, stopping after training (validation
 only, the test split is never read), and prints the point with the best validation Recall@50 as
@@ -281,7 +283,21 @@ def label_model(model: str, label: str) -> str:
 
 
 DESCRIPTION_VARIANTS = {"layer0": ["graph.layers=0"], "encoder": ["graph.backend=encoder"],
-                        "llm": ["graph.backend=llm"]}
+                        "llm": ["graph.backend=llm"],
+                        "layer0-aligned": ["graph.layers=0", "desc.fusion=none"],
+                        "encoder-aligned": ["graph.backend=encoder", "desc.fusion=none"]}
+
+
+def description_variants(names: str, llm_nodes: int) -> list[tuple[str, list[str], list[str]]]:
+    """"layer0,encoder" -> compare_models' variants of `lightgcn+desc` (the llm one on `llm_nodes`
+    nodes; left out when that is 0)."""
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in DESCRIPTION_VARIANTS]
+    if unknown or not chosen:
+        raise ConfigError(f"--variants {names!r}: expected some of {', '.join(DESCRIPTION_VARIANTS)}")
+    return [(label, ["lightgcn+desc"], DESCRIPTION_VARIANTS[label]
+             + ([f"graph.max_llm_nodes={llm_nodes}"] if label == "llm" else []))
+            for label in chosen if label != "llm" or llm_nodes]
 
 
 def parse_grid(entries: list[str]) -> list[dict[str, str]]:
@@ -376,11 +392,12 @@ def add_commands(commands) -> None:
     graph.add_argument("--with", dest="extra", default="",
                        help="comma-separated models trained beside lightgcn for scale, e.g. comirec_sa")
     graph.add_argument("--name", default=None, help="run ids <name>[-<variant>]-s<i>; an earlier name resumes it")
+    graph.add_argument("--variants", default="layer0,encoder,llm",
+                       help=f"comma-separated lightgcn+desc variants, of {', '.join(DESCRIPTION_VARIANTS)} "
+                            "(llm only with --llm-nodes above 0)")
     graph.set_defaults(run=lambda args: compare_models(
         "descriptions", ["lightgcn", *filter(None, args.extra.split(","))], args.dataset, args.config,
-        args.overrides, args.seeds, "encoder", "init", args.name,
-        [(label, ["lightgcn+desc"], settings + ([f"graph.max_llm_nodes={args.llm_nodes}"] if label == "llm" else []))
-         for label, settings in DESCRIPTION_VARIANTS.items() if label != "llm" or args.llm_nodes]))
+        args.overrides, args.seeds, "encoder", "init", args.name, description_variants(args.variants, args.llm_nodes)))
     pairs = commands.add_parser("paired", help="paired CIs of every model of finished runs against one of them")
     pairs.add_argument("runs", nargs="+", help="finished run directories on one split (a model's rows are averaged "
                                                "per user over the runs that have it)")

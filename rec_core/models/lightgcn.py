@@ -14,9 +14,13 @@ propagation layers), projected to the ID space by one linear map per layer, P_l 
 alignment loss is GaCLLM's per-layer contrastive alignment: InfoNCE between E_l and P_l of the
 batch's nodes (users and target items; at most `desc.nodes_per_batch` of them, drawn by the recipe,
 since InfoNCE costs the square of the count), both directions, averaged over layers, weighted by
-`desc.weight`. Fusion (the paper fuses per layer; how is not specified): the final representation
-is mean over l of (E_l + P_l), so the descriptions shift every layer's embedding and scoring stays
-a dot product.
+`desc.weight`. Fusion (the paper fuses per layer; how is not specified), `desc.fusion`:
+- `sum` (default): the final representation is mean over l of (E_l + P_l), so the descriptions
+  shift every layer's embedding and scoring stays a dot product;
+- `none`: the final representation is LightGCN's own, mean over l of E_l; the descriptions act only
+  through the alignment loss, as a regulariser that pulls each layer's graph embeddings towards
+  their nodes' text (the choice of RLMRec-style alignment; with `sum` the text projections give the
+  model a fast way to fit the training pairs, measured to overfit on Amazon Beauty).
 
 Users, valid/test included, are nodes of the graph through their visible interactions (a
 valid/test user's history part, never its targets), so they get a propagated embedding without a
@@ -51,7 +55,8 @@ class LightGCN(nn.Module):
 
     def __init__(self, user_ids: np.ndarray, num_items: int, dim: int, layers: int,
                  adjacency: torch.Tensor | None = None, descriptions: list[torch.Tensor] | None = None,
-                 text_dim: int = 0, desc_weight: float = 0.1, desc_temperature: float = 0.2):
+                 text_dim: int = 0, desc_weight: float = 0.1, desc_temperature: float = 0.2,
+                 desc_fusion: str = "sum"):
         super().__init__()
         self.num_users, self.num_items, self.dim, self.layers = len(user_ids), num_items, dim, layers
         self.embedding = nn.Embedding(self.num_users + num_items, dim)
@@ -64,7 +69,9 @@ class LightGCN(nn.Module):
             self.projections = nn.ModuleList(nn.Linear(text_dim, dim, bias=False) for _ in range(layers + 1))
             for layer, text in enumerate(descriptions):
                 self.register_buffer(f"description_{layer}", text, persistent=False)
-        self.desc_weight, self.desc_temperature = desc_weight, desc_temperature
+        if desc_fusion not in ("sum", "none"):
+            raise ValueError(f"desc fusion {desc_fusion!r}: expected 'sum' or 'none'")
+        self.desc_weight, self.desc_temperature, self.desc_fusion = desc_weight, desc_temperature, desc_fusion
         self.register_buffer("user_ids", torch.as_tensor(np.asarray(user_ids), dtype=torch.long))
         self.register_buffer("user_vectors", torch.zeros(self.num_users, dim))
         self.register_buffer("item_vectors_", torch.zeros(num_items, dim))
@@ -90,7 +97,7 @@ class LightGCN(nn.Module):
         needs are projected: the projections are per node, the propagation is not."""
         if nodes is not None:
             embeddings = [e[nodes] for e in embeddings]
-        if self.described:
+        if self.described and self.desc_fusion == "sum":
             embeddings = [e + self.projected(layer, nodes) for layer, e in enumerate(embeddings)]
         return torch.stack(embeddings).mean(0)
 

@@ -228,6 +228,10 @@ class DescConfig(Section):
     temperature: float = Field(0.2, gt=0, description="lightgcn+desc: InfoNCE temperature of the alignment")
     nodes_per_batch: int = Field(512, ge=2, description="lightgcn+desc: nodes aligned per batch, drawn from the "
                                                         "batch's users and items (the cost is quadratic in it)")
+    fusion: Literal["sum", "none"] = Field("sum", description="lightgcn+desc: sum adds each layer's projected "
+                                                             "description to its graph embedding (GaCLLM's fusion); "
+                                                             "none keeps the descriptions in the alignment loss "
+                                                             "only (scoring is LightGCN's)")
 
 
 class LLMConfig(Section):

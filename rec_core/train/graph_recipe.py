@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class GraphTraining(MultiInterestTraining):
     """`descriptions`: per description layer, [users + items, text dim] text embeddings in graph
     node order (users by row, then items); required for `lightgcn+desc`, with `desc` = {"weight",
-    "temperature", "nodes_per_batch"}."""
+    "temperature", "nodes_per_batch", "fusion"}."""
 
     def __init__(self, model_name: str, train_config: dict, data: ProtocolData, seed: int, graph: BipartiteGraph,
                  rank: int = 0, world_size: int = 1, descriptions: list[np.ndarray] | None = None,
@@ -38,8 +38,8 @@ class GraphTraining(MultiInterestTraining):
         texts = [torch.as_tensor(layer) for layer in self.descriptions] if is_described(self.model_name) else None
         return LightGCN(self.graph.user_ids, self.graph.num_items, self.config["embedding_dim"],
                         self.config["gcn_layers"], adjacency, texts, texts[0].shape[1] if texts else 0,
-                        **({"desc_weight": self.desc["weight"], "desc_temperature": self.desc["temperature"]}
-                           if texts else {}))
+                        **({"desc_weight": self.desc["weight"], "desc_temperature": self.desc["temperature"],
+                            "desc_fusion": self.desc["fusion"]} if texts else {}))
 
     def learning_rate(self) -> float:
         return self.config["gcn_learning_rate"] or self.config["learning_rate"]
