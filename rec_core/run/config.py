@@ -333,7 +333,10 @@ class RayConfig(Section):
     was started with its own settings. Not pinned: the tables do not depend on it."""
     dashboard: bool = Field(True, description="start Ray's dashboard (http://127.0.0.1:8265) with local Ray; false "
                                               "leaves out its processes and port (no measurable effect on the LLM "
-                                              "stage's speed on 2 cores, docs/results.md)")
+                                              "stage's speed on 2 cores, docs/results.md), and with it Ray's state "
+                                              "API: Ray Train's placement-group cleaner then warns every second of "
+                                              "training that it cannot query its controller, and cannot release "
+                                              "a crashed run's placement group (keep it on for training)")
 
 
 class PublishConfig(Section):
