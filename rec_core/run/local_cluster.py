@@ -19,17 +19,28 @@ from pathlib import Path
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: every socket stays bound until all are chosen (ports taken one
+    at a time can repeat, and Ray refuses a node whose components share a port)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout, what, process: subprocess.Popen | None = None, log_path: Path | None = None):
+    """Polls `predicate` every 2 s; fails at once when `process` (the node's `ray start`) has exited."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"`ray start` exited with {process.returncode} while waiting for {what} "
+                               f"(its output: {log_path})")
         time.sleep(2)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
@@ -50,7 +61,8 @@ class LocalCluster:
 
     def __init__(self, log_path: Path, head_cpus: int = 1):
         self.temp_dir = tempfile.mkdtemp(prefix="rtn", dir="/tmp")  # short: Ray's socket paths have a length limit
-        self.gcs_port, self.dash_port = free_port(), free_port()
+        self.log_path = log_path
+        self.gcs_port, self.dash_port, client_port, *own_ports = free_ports(7)
         self.address = f"127.0.0.1:{self.gcs_port}"
         # Ray 2.60 enables token authentication on `ray start --head`: every node and client of this
         # cluster gets the same fresh token through the environment (nothing is written to ~/.ray).
@@ -61,18 +73,21 @@ class LocalCluster:
         self.logs = open(log_path, "w")
         self.nodes: list[subprocess.Popen] = []
         self.killed: list[subprocess.Popen] = []
-        self._start([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
-                     f"--num-cpus={head_cpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                     f"--dashboard-port={self.dash_port}", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
-                     f"--ray-client-server-port={free_port()}", *self.own_ports()])
-        wait_for(lambda: alive_nodes(self.address, self.env) >= 1, 120, "the head node")
+        head = self._start([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                            f"--port={self.gcs_port}", f"--num-cpus={head_cpus}", "--include-dashboard=true",
+                            "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dash_port}",
+                            f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+                            f"--ray-client-server-port={client_port}", *self.own_ports(own_ports)])
+        wait_for(lambda: alive_nodes(self.address, self.env) >= 1, 120, "the head node", head, log_path)
 
     @staticmethod
-    def own_ports() -> list[str]:
+    def own_ports(ports: list[int] | None = None) -> list[str]:
         """Per node: the ports Ray would otherwise take at fixed defaults (the dashboard agent's 52365
-        among them), so another Ray on this machine (a local job, a benchmark) cannot collide."""
-        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+        among them), so another Ray on this machine (a local job, a benchmark) cannot collide; four
+        distinct ones (`ports`, default: fresh)."""
+        agent_listen, agent_grpc, metrics, runtime_env = ports or free_ports(4)
+        return [f"--dashboard-agent-listen-port={agent_listen}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}"]
 
     def _start(self, command: list[str]) -> subprocess.Popen:
         node = subprocess.Popen(command, env=self.env, stdout=self.logs, stderr=subprocess.STDOUT,
@@ -85,7 +100,7 @@ class LocalCluster:
                             f"--num-cpus={cpus}", f"--resources={resources}", "--disable-usage-stats",
                             *self.own_ports()])
         live = len(self.nodes) - len(self.killed)
-        wait_for(lambda: alive_nodes(self.address, self.env) == live, 120, "the new node")
+        wait_for(lambda: alive_nodes(self.address, self.env) == live, 120, "the new node", node, self.log_path)
         return node
 
     def kill(self, node: subprocess.Popen) -> None:
