@@ -28,9 +28,10 @@ def test_sweep_grid_is_every_combination():
 
 def test_description_variants_are_named_settings_of_lightgcn_desc():
     assert description_variants("layer0,encoder,llm", 0) == [
-        ("layer0", ["lightgcn+desc"], ["graph.layers=0"]), ("encoder", ["lightgcn+desc"], ["graph.backend=encoder"])]
+        ("layer0", ["lightgcn+desc"], ["graph.layers=0", "desc.fusion=sum"]),
+        ("encoder", ["lightgcn+desc"], ["graph.backend=encoder", "desc.fusion=sum"])]
     (label, models, settings), = description_variants("llm", 500)
-    assert settings == ["graph.backend=llm", "graph.max_llm_nodes=500"]
+    assert settings == ["graph.backend=llm", "desc.fusion=sum", "graph.max_llm_nodes=500"]
     (_, _, aligned), = description_variants("layer0-aligned", 0)
     assert "desc.fusion=none" in aligned
     with pytest.raises(ConfigError, match="--variants 'layer1'"):

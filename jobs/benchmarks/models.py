@@ -44,8 +44,8 @@ per user with bootstrap 95% intervals (what `alignment` and `ablation` print at 
 `layer0` (graph.layers=0: the catalogue text and the user template only, no graph hop), `encoder`
 (the embedding-mix aggregator) and `llm` (the LLM aggregator on `--llm-nodes` nodes, the rest by the
 encoder); all paired per user against `lightgcn`. `--variants` picks them (default layer0, encoder,
-llm); `layer0-aligned` and `encoder-aligned` are the same descriptions with `desc.fusion=none` (the
-descriptions in the alignment loss only). The describe stage's diagnostic and LLM figures of every
+llm, each with `desc.fusion=sum`); `layer0-aligned` and `encoder-aligned` are the same descriptions
+with `desc.fusion=none` (the descriptions in the alignment loss only). The describe stage's diagnostic and LLM figures of every
 run are printed at the end.
 
 `sweep` trains one model for every point of a settings grid, stopping after training (validation
@@ -282,8 +282,10 @@ def label_model(model: str, label: str) -> str:
     return f"{model}[{label}]" if label else model
 
 
-DESCRIPTION_VARIANTS = {"layer0": ["graph.layers=0"], "encoder": ["graph.backend=encoder"],
-                        "llm": ["graph.backend=llm"],
+# each pins desc.fusion, so a label means the same model whatever a config file sets
+DESCRIPTION_VARIANTS = {"layer0": ["graph.layers=0", "desc.fusion=sum"],
+                        "encoder": ["graph.backend=encoder", "desc.fusion=sum"],
+                        "llm": ["graph.backend=llm", "desc.fusion=sum"],
                         "layer0-aligned": ["graph.layers=0", "desc.fusion=none"],
                         "encoder-aligned": ["graph.backend=encoder", "desc.fusion=none"]}
 

@@ -61,7 +61,6 @@ class LocalCluster:
 
     def __init__(self, log_path: Path, head_cpus: int = 1):
         self.temp_dir = tempfile.mkdtemp(prefix="rtn", dir="/tmp")  # short: Ray's socket paths have a length limit
-        self.log_path = log_path
         self.gcs_port, self.dash_port, client_port, *own_ports = free_ports(7)
         self.address = f"127.0.0.1:{self.gcs_port}"
         # Ray 2.60 enables token authentication on `ray start --head`: every node and client of this
@@ -100,7 +99,7 @@ class LocalCluster:
                             f"--num-cpus={cpus}", f"--resources={resources}", "--disable-usage-stats",
                             *self.own_ports()])
         live = len(self.nodes) - len(self.killed)
-        wait_for(lambda: alive_nodes(self.address, self.env) == live, 120, "the new node", node, self.log_path)
+        wait_for(lambda: alive_nodes(self.address, self.env) == live, 120, "the new node", node, self.logs.name)
         return node
 
     def kill(self, node: subprocess.Popen) -> None:
