@@ -22,11 +22,12 @@ def local_ray(local_ray):
     return local_ray
 
 
-def test_crowd_stages_and_full_model_end_to_end(local_ray, data_dir, tmp_path):
+def test_crowd_stages_and_full_model_end_to_end(local_ray, data_dir, tmp_path, shared_text_cache):
     from jobs.refresh import refresh
     from rec_core.crowd.max_cover import GREEDY_FALLBACK
 
-    config = load_config(None, [f"output_dir={tmp_path}", "run_id=crowd", f"data.data_dir={data_dir}", *SMALL])
+    config = load_config(None, [f"output_dir={tmp_path}", "run_id=crowd", f"data.data_dir={data_dir}", *SMALL,
+                                shared_text_cache])
     refresh(config)
     root = tmp_path / "crowd"
     stages = json.loads((root / "manifest.json").read_text())["stages"]

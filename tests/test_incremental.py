@@ -134,7 +134,8 @@ def test_a_warm_start_keeps_known_items_rows_and_initialises_new_items_as_a_full
 
 
 @pytest.mark.integration
-def test_an_incremental_night_on_ml100k_regroups_only_changed_users_and_warm_starts(data_dir, tmp_path):
+def test_an_incremental_night_on_ml100k_regroups_only_changed_users_and_warm_starts(data_dir, tmp_path,
+                                                                                    shared_text_cache):
     ray = pytest.importorskip("ray")
     from jobs.benchmarks.incremental import yesterday
     from jobs.ingest import ingest
@@ -147,7 +148,7 @@ def test_an_incremental_night_on_ml100k_regroups_only_changed_users_and_warm_sta
     folder = tmp_path / "data"
     quick = ["data.dataset=generic", f"data.path={folder}", "models=[comirec_sa+align+contrast]",
              "train.epochs=2", "incremental.epochs=1", "train.max_samples_per_epoch=2000", "train.cpus_per_worker=1",
-             "train.embedding_dim=16", f"output_dir={tmp_path / 'runs'}", "previous_run=latest"]
+             "train.embedding_dim=16", shared_text_cache, f"output_dir={tmp_path / 'runs'}", "previous_run=latest"]
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         write_generic(tables.items, before, tables.users, folder)

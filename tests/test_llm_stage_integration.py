@@ -137,7 +137,7 @@ def test_killed_llm_stage_resumes_without_resending(llm_run, tmp_path, data_dir)
     assert table["user_id"].nunique() == 12
 
 
-def test_graph_descriptions_through_the_llm_for_two_layers(llm_run, tmp_path, data_dir):
+def test_graph_descriptions_through_the_llm_for_two_layers(llm_run, tmp_path, data_dir, shared_text_cache):
     """GaCLLM's LLM aggregator: two layers, each one pass of the real Ray Data + vLLM stage over a
     budget of 6 nodes (2 users, 4 items); the rest of the graph carries the encoder aggregator. A
     rerun of the stage sends nothing (every layer's prompts are answered from the cache)."""
@@ -145,7 +145,8 @@ def test_graph_descriptions_through_the_llm_for_two_layers(llm_run, tmp_path, da
     from jobs.ingest import ingest
 
     overrides = [f"output_dir={tmp_path}", "run_id=graph", f"data.data_dir={data_dir}", "graph.backend=llm",
-                 "graph.max_llm_nodes=6", "graph.layers=2", "graph.neighbours=4", "llm.max_tokens=160"]
+                 "graph.max_llm_nodes=6", "graph.layers=2", "graph.neighbours=4", "llm.max_tokens=160",
+                 shared_text_cache]
     run = Run(load_config(None, overrides))
     ingest(run)
     info = describe(run)

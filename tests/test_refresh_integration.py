@@ -24,8 +24,9 @@ QUICK = ["train.epochs=1", "train.max_samples_per_epoch=3000", "train.cpus_per_w
 GOLDEN_POPULARITY_TEST = {("recall", 50): 0.217607, ("ndcg", 50): 0.176972, ("hit_rate", 10): 0.574468}
 
 
-def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, tmp_path):
-    config = load_config(None, [f"output_dir={tmp_path}", "run_id=it", f"data.data_dir={data_dir}", *QUICK])
+def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, tmp_path, shared_text_cache):
+    config = load_config(None, [f"output_dir={tmp_path}", "run_id=it", f"data.data_dir={data_dir}", *QUICK,
+                                shared_text_cache])
     run = refresh(config)
     root = tmp_path / "it"
     manifest = json.loads((root / "manifest.json").read_text())
@@ -118,7 +119,8 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     chunked.release()
 
     finished = {s: stages[s]["finished"] for s in stages}
-    refresh(load_config(None, [f"output_dir={tmp_path}", "run_id=it", f"data.data_dir={data_dir}", *QUICK]))
+    refresh(load_config(None, [f"output_dir={tmp_path}", "run_id=it", f"data.data_dir={data_dir}", *QUICK,
+                               shared_text_cache]))
     again = json.loads((root / "manifest.json").read_text())["stages"]
     assert {s: again[s]["finished"] for s in again} == finished  # nothing redone
     assert run.run_id == "it"
@@ -143,11 +145,12 @@ def test_ray_train_resumes_a_run_from_its_checkpoint(local_ray, data_dir, tmp_pa
     assert second["history"][0] == first["history"][0]
 
 
-def test_refresh_with_graph_models_describes_then_trains_and_serves_without_the_graph(local_ray, data_dir, tmp_path):
+def test_refresh_with_graph_models_describes_then_trains_and_serves_without_the_graph(local_ray, data_dir, tmp_path,
+                                                                                     shared_text_cache):
     """lightgcn and lightgcn+desc on Ray Train: the describe stage runs first (encoder backend), both
     are evaluated and exported like every other model, and the saved model scores on its own."""
     config = load_config(None, [f"output_dir={tmp_path}", "run_id=graph", f"data.data_dir={data_dir}", *QUICK,
-                                "models=[popularity,lightgcn,lightgcn+desc]", "graph.layers=1"])
+                                "models=[popularity,lightgcn,lightgcn+desc]", "graph.layers=1", shared_text_cache])
     refresh(config)
     root = tmp_path / "graph"
     stages = json.loads((root / "manifest.json").read_text())["stages"]
