@@ -196,7 +196,7 @@ def test_the_refresh_job_runs_and_resumes_with_output_dir_on_an_object_store(s3_
     its checkpoint in the bucket."""
     from jobs.synthetic import write_synthetic
     from rec_core.run.directory import read_run_table
-    from rec_core.train.ray_train import fit_with_ray_train
+    from rec_core.train.ray_train import fit_with_ray_train, train_run_name
 
     write_synthetic(tmp_path / "data", users=400, items=300)
     data = Location.of(s3_server) / "data"
@@ -222,8 +222,7 @@ def test_the_refresh_job_runs_and_resumes_with_output_dir_on_an_object_store(s3_
     assert len(read_run_table(root, "recommendations")) == 2 * 400 * 20
     assert len((root / "recommendations").glob("part-*.parquet")) == 4  # 400 users in shards of 128
     assert (root / "models" / MODEL / "model.safetensors").is_file()
-    train_run = MODEL.replace("+", "-")  # the Ray Train run's name (rec_core.train.ray_train)
-    assert (root / "ray_train" / train_run).glob("checkpoint_*")  # Ray Train's storage: the bucket
+    assert (root / "ray_train" / train_run_name(MODEL)).glob("checkpoint_*")  # Ray Train's storage: the bucket
     assert (root / "report.html").read_text().startswith("<!doctype html>")
     assert (output_dir / "latest").read_text().strip() == "s3run"
     assert (output_dir / "text_embedding_cache").glob("part-*.parquet")

@@ -25,9 +25,8 @@ GOLDEN_POPULARITY_TEST = {("recall", 50): 0.217607, ("ndcg", 50): 0.176972, ("hi
 
 
 def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, tmp_path, shared_text_cache):
-    config = load_config(None, [f"output_dir={tmp_path}", "run_id=it", f"data.data_dir={data_dir}", *QUICK,
-                                shared_text_cache])
-    run = refresh(config)
+    overrides = [f"output_dir={tmp_path}", "run_id=it", f"data.data_dir={data_dir}", *QUICK, shared_text_cache]
+    run = refresh(load_config(None, overrides))
     root = tmp_path / "it"
     manifest = json.loads((root / "manifest.json").read_text())
     stages = manifest["stages"]
@@ -119,8 +118,7 @@ def test_refresh_writes_every_table_and_skips_done_stages(local_ray, data_dir, t
     chunked.release()
 
     finished = {s: stages[s]["finished"] for s in stages}
-    refresh(load_config(None, [f"output_dir={tmp_path}", "run_id=it", f"data.data_dir={data_dir}", *QUICK,
-                               shared_text_cache]))
+    refresh(load_config(None, overrides))
     again = json.loads((root / "manifest.json").read_text())["stages"]
     assert {s: again[s]["finished"] for s in again} == finished  # nothing redone
     assert run.run_id == "it"

@@ -277,6 +277,11 @@ def _train_loop_per_worker(loop_config: dict) -> None:
     recipe.cleanup()
 
 
+def train_run_name(model_name: str) -> str:
+    """The default name of a model's Ray Train run, its folder under <run>/ray_train/."""
+    return model_name.replace("+", "-")
+
+
 def fit_with_ray_train(model_name: str, config: dict, run_root: Location, run_name: str | None = None,
                        warm_start: dict | None = None) -> dict:
     """Train one model on Ray Train; returns the final training state (with the best weights).
@@ -301,7 +306,7 @@ def fit_with_ray_train(model_name: str, config: dict, run_root: Location, run_na
             num_workers=train_config["num_workers"], use_gpu=train_config["use_gpu"],
             resources_per_worker={"CPU": train_config["cpus_per_worker"]}),
         run_config=ray.train.RunConfig(
-            name=run_name or model_name.replace("+", "-"), storage_path=storage.path,
+            name=run_name or train_run_name(model_name), storage_path=storage.path,
             storage_filesystem=None if storage.is_local else storage.fs,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             failure_config=ray.train.FailureConfig(max_failures=1)),
