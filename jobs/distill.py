@@ -6,7 +6,8 @@ by the train stage first):
 
 1. the conventional teacher scores every training session's prefix (the split's prefix -> target,
    the target held out): its session difficulty and its top-`distill.candidates` items (the prefix's
-   own items excluded);
+   own items excluded; with `distill.target_in_candidates` the session's own target in the last
+   candidate's place when the teacher missed it, as the authors' released code does);
 2. `distill.budget` sessions are drawn by the model's selection policy (rec_core.session.selection:
    ALKDRec's max-min policy, binary, random, easiest, hardest) -> `distill_selections` (model,
    order, session_id, difficulty, probability: the policy's probability at the draw, teacher,
@@ -56,7 +57,7 @@ from rec_core.session.protocol import evaluation_sessions
 from rec_core.session.selection import hardness_ranks, select_sessions, session_difficulty
 from rec_core.session.teachers import (FAILED, HINT_LIST, HINTS_SYSTEM, OK, RANKING_SYSTEM, hints_prompt, hints_schema,
                                        list_quality, prompt_char_budget, ranking_prompt, ranking_schema, read_hints, text_rerank,
-                                       validate_ranking)
+                                       validate_ranking, with_targets)
 from rec_core.train.ray_train import is_session_run, load_protocol
 from rec_core.train.scoring import Scorer, item_counts
 
@@ -85,6 +86,10 @@ class TeacherView:
         _, ranking = evaluate(scorer, pool, data.num_items, ks=[distill["candidates"]],
                               keep_top=distill["candidates"], batch_size=run.config["train"]["eval_batch_size"])
         self.candidates, self.scores = ranking.item_ids, ranking.scores
+        self.targets_added = 0
+        if distill["target_in_candidates"]:
+            targets = pool.targets.items[pool.targets.offsets[:-1]]
+            self.candidates, self.scores, self.targets_added = with_targets(self.candidates, self.scores, targets)
 
 
 def teacher_lists(view: TeacherView, rows: np.ndarray, length: int) -> list[list[int]]:
@@ -160,6 +165,8 @@ def rank_sessions(run: Run, names: list[str]) -> dict:
         spec, settings = parse_model_name(name), distill_settings(name, config)
         if spec.teacher not in views:
             views[spec.teacher] = TeacherView(spec.teacher, run, data, pool)
+            if config["distill"]["target_in_candidates"]:
+                info.setdefault("targets_added_to_candidates", {})[spec.teacher] = views[spec.teacher].targets_added
         view = views[spec.teacher]
         rows, probabilities = select_sessions(settings["selection"], view.difficulty, settings["budget"],
                                               config["seed"], settings["mu"], settings["outcome_ratio"],

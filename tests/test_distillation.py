@@ -16,7 +16,7 @@ from rec_core.session.protocol import session_protocol
 from rec_core.session.selection import (Outcomes, binary_outcomes, log_effective_gains, maxmin_policy,
                                         select_sessions, session_difficulty, ternary_outcomes)
 from rec_core.session.teachers import (FAILED, OK, REPAIRED, hints_prompt, list_quality, prompt_char_budget,
-                                       ranking_schema, text_rerank, validate_ranking)
+                                       ranking_schema, text_rerank, validate_ranking, with_targets)
 from rec_core.train.distill_recipe import DistillTraining
 from rec_core.data.splits import split_sessions
 from tests.test_session import SESSION, TRAIN, chain_sessions
@@ -120,6 +120,14 @@ def test_ranking_validation_repairs_from_the_teachers_order_and_counts():
         assert validate_ranking(broken, candidates, 3)[:2] == ([], FAILED)
     schema = json.loads(ranking_schema(candidates, 3))["properties"]["ranked_ids"]
     assert schema["items"]["enum"] == candidates.tolist() and schema["minItems"] == schema["maxItems"] == 3
+
+
+def test_with_targets_puts_a_missed_target_last_and_leaves_hits_alone():
+    candidates = np.array([[5, 6, 7], [8, 9, 10]])
+    scores = np.array([[3.0, 2.0, 1.0], [0.9, 0.5, 0.1]])
+    changed, kept_scores, added = with_targets(candidates, scores, np.array([6, 4]))
+    assert changed.tolist() == [[5, 6, 7], [8, 9, 4]] and added == 1
+    assert kept_scores is scores and candidates.tolist() == [[5, 6, 7], [8, 9, 10]]  # the input is not changed
 
 
 def test_text_rerank_blends_teacher_order_and_similarity():

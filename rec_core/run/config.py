@@ -284,6 +284,10 @@ class DistillConfig(Section):
     similar_gain: float = Field(0.5, ge=0, description="gain of a similar prediction, times the effective gain")
     incorrect_loss: float = Field(0.5, ge=0, description="loss of an incorrect prediction, times the effective gain")
     candidates: int = Field(50, ge=2, description="the teacher's top items a teacher backend reorders")
+    target_in_candidates: bool = Field(
+        False, description="a training session's own target takes the last candidate's place when the teacher "
+                           "missed it, as ALKDRec's released code does (training sessions only; for the whole run, "
+                           "not a model-name option)")
     list_length: int = Field(25, ge=1, description="ranked ids per session (the 3/2/1 loss bands: 1-5, 6-15, 16-25)")
     hint_cases: int = Field(20, ge=1, description="llm: random training cases the hints prompt shows")
     hint_chars: int = Field(600, ge=16, description="llm: the hints, at most")

@@ -20,6 +20,14 @@ prefix's own items excluded) and keeps `list_length` (25) of them:
 - `teacher`: the conventional teacher's own top-`list_length` (the paper's "distill the
   conventional teacher" ablation).
 
+With `distill.target_in_candidates` (off by default: the issue's "the teacher's top-50"), a training
+session's held-out target replaces the last candidate when the teacher did not rank it in its
+top-`candidates` (`with_targets`), as the authors' released code does in its prompts (ALKDRec
+repository, LLM_learn_from_teacher.ipynb: "if target not in candidate: candidate[-1] = target"). The
+lists can then carry the true next item of the session, so the distillation holds ground-truth
+signal besides the teacher's; only training sessions are ranked, so nothing of the validation or
+test split reaches it.
+
 `list_quality` gives what the issue asks of each backend: on the ranked training sessions, the share
 whose held-out target is in the list's top 5 / 10 / 25, next to the teacher's own order.
 """
@@ -139,6 +147,15 @@ def text_rerank(candidates: np.ndarray, teacher_scores: np.ndarray, prefix_vecto
     blended = (1 - text_weight) * _standardise(teacher_scores) + text_weight * _standardise(similarity)
     order = np.argsort(-blended, axis=1, kind="stable")[:, :length]
     return np.take_along_axis(candidates, order, axis=1)
+
+
+def with_targets(candidates: np.ndarray, scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(candidates, scores, sessions changed): each row's target in place of its last candidate where
+    the row lacks it; the target takes that candidate's score, so the teacher's order is kept."""
+    candidates = candidates.copy()
+    missing = ~(candidates == targets[:, None]).any(axis=1)
+    candidates[missing, -1] = targets[missing]
+    return candidates, scores, int(missing.sum())
 
 
 def list_quality(lists: list[list[int]], targets: np.ndarray, cutoffs=(5, 10, 25)) -> dict[str, float]:
