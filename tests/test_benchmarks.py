@@ -3,6 +3,7 @@
 import pytest
 
 from jobs.benchmark import main
+from jobs.benchmarks import local_folder
 from jobs.benchmarks.models import description_variants, parse_grid
 from rec_core.run.config import ConfigError
 
@@ -15,6 +16,12 @@ def test_every_benchmark_is_a_sub_command(capsys):
     for name in ("baselines", "alignment", "ablation", "descriptions", "paired", "sweep", "llm-throughput", "llm-cache", "describe-cache", "describe-cost", "grouping",
                  "max-cover", "scale"):
         assert name in text
+
+
+def test_benchmarks_on_local_files_refuse_an_object_store(tmp_path):
+    assert local_folder({"output_dir": str(tmp_path)}, "bench-scale", "scale") == tmp_path / "bench-scale"
+    with pytest.raises(ConfigError, match="benchmark incremental: output_dir=s3://bucket/runs is an object store"):
+        local_folder({"output_dir": "s3://bucket/runs"}, "bench-incremental", "incremental")
 
 
 def test_sweep_grid_is_every_combination():

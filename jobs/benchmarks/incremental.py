@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from jobs.benchmarks import add_data_arguments
+from jobs.benchmarks import add_data_arguments, local_folder
 from jobs.benchmarks.models import print_paired
 from rec_core.data.datasets import load_dataset, write_generic
 from rec_core.run.config import load_config
@@ -83,7 +83,7 @@ def incremental_benchmark(args) -> None:
     data = config["data"]
     tables = load_dataset(data["dataset"], data["data_dir"], data["path"], data["k_core"], data["unknown_items"],
                           data["ml1m_ratings"])
-    root = Path(config["output_dir"]).expanduser().resolve() / args.name
+    root = local_folder(config, args.name, "incremental")
     if root.exists():
         shutil.rmtree(root)
     folder = root / "data"

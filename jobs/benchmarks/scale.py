@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.benchmarks import local_folder
 from rec_core.run.config import load_config
 
 MIB = 2 ** 20
@@ -183,7 +184,7 @@ def print_size(result: dict) -> None:
 def scale_benchmark(args) -> None:
     sizes = sorted(int(size) for size in args.sizes.split(","))
     config = load_config(None, list(args.overrides))
-    root = Path(config["output_dir"]).expanduser().resolve() / args.name
+    root = local_folder(config, args.name, "scale")
     root.mkdir(parents=True, exist_ok=True)
     cluster = None
     if args.nodes > 1:
