@@ -22,20 +22,10 @@ changed (rec_core.run.incremental; cluster/raycronjob.yaml):
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 
-from jobs.crowd_semantic import crowd_semantic
-from jobs.describe import describe
-from jobs.distill import distill
-from jobs.evaluate import evaluate_run, metrics_table
-from jobs.export import export
-from jobs.ingest import ingest
-from jobs.publish import publish
-from jobs.report import report
-from jobs.semantic import semantic
-from jobs.synthesize import synthesize
-from jobs.train import train
 from rec_core.models.names import is_aligned, is_contrastive, is_described, is_distilled
 from rec_core.run.cli import main_guard
 from rec_core.run.directory import Run
@@ -44,17 +34,29 @@ from rec_core.run.incremental import INCREMENTAL, plan_night
 log = logging.getLogger(__name__)
 
 
-def stages_for(models: list[str]) -> list[tuple[str, object]]:
+STAGES = {  # stage -> "module:function", imported when the stage runs (so --help and a config error are quick)
+    "ingest": "jobs.ingest:ingest", "semantic": "jobs.semantic:semantic", "synthesize": "jobs.synthesize:synthesize",
+    "crowd_semantic": "jobs.crowd_semantic:crowd_semantic", "describe": "jobs.describe:describe",
+    "train": "jobs.train:train", "distill": "jobs.distill:distill", "evaluate": "jobs.evaluate:evaluate_run",
+    "export": "jobs.export:export", "report": "jobs.report:report", "publish": "jobs.publish:publish"}
+
+
+def stage_function(stage: str):
+    module, function = STAGES[stage].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def stages_for(models: list[str]) -> list[str]:
     """The DAG, in order, for a set of models (names parsed by rec_core.models.names)."""
-    stages = [("ingest", ingest), ("train", train), ("evaluate", evaluate_run), ("export", export), ("report", report)]
+    stages = ["ingest", "train", "evaluate", "export", "report"]
     if any(is_contrastive(model) for model in models):  # these train on the crowd's clusters
-        stages[1:1] = [("synthesize", synthesize), ("crowd_semantic", crowd_semantic)]
+        stages[1:1] = ["synthesize", "crowd_semantic"]
     if any(is_described(model) for model in models):  # lightgcn+desc trains on its embeddings
-        stages.insert(stages.index(("train", train)), ("describe", describe))
+        stages.insert(stages.index("train"), "describe")
     if any(is_distilled(model) for model in models):  # after its teacher and student are trained
-        stages.insert(stages.index(("train", train)) + 1, ("distill", distill))
+        stages.insert(stages.index("train") + 1, "distill")
     if any(is_aligned(model) for model in models):
-        stages.insert(1, ("semantic", semantic))  # the aligned models train on its clusters
+        stages.insert(1, "semantic")  # the aligned models train on its clusters
     return stages
 
 
@@ -78,12 +80,11 @@ def release_memory() -> None:
 TRAINING_STAGES = ("train", "distill")  # distill fine-tunes students: training too, validated, no test split
 
 
-def stages_until(stages: list[tuple[str, object]], stop_after: str) -> list[tuple[str, object]]:
+def stages_until(stages: list[str], stop_after: str) -> list[str]:
     """The stages up to `stop_after`; "train" reaches the last training stage (distill, where a model
     is distilled), so a sweep of distill.* settings reads the distilled students' validation."""
-    names = [name for name, _ in stages]
-    last = max(names.index(name) for name in TRAINING_STAGES if name in names) if stop_after == "train" \
-        else names.index(stop_after)
+    last = max(stages.index(name) for name in TRAINING_STAGES if name in stages) if stop_after == "train" \
+        else stages.index(stop_after)
     return stages[: last + 1]
 
 
@@ -99,16 +100,18 @@ def refresh(config: dict, stop_after: str | None = None) -> Run:
               + (f", from run {plan['previous_run']}" if plan["mode"] == INCREMENTAL else ""), flush=True)
     stages = stages_for(config["models"])
     if config["publish"]["enabled"] and stop_after is None:
-        stages.append(("publish", publish))
+        stages.append("publish")
     if stop_after is not None:
         stages = stages_until(stages, stop_after)
-    for stage, function in stages:
+    for stage in stages:
         if stage not in TRAINING_STAGES and run.stage_current(stage):
             log.info("stage %s already done in this run: skipped", stage)
             if stage == "evaluate":
+                from jobs.evaluate import metrics_table
+
                 print(metrics_table(run.read_table("metrics")), flush=True)
             continue
-        function(run)
+        stage_function(stage)(run)
         release_memory()
     run.manifest["total_seconds"] = round(time.perf_counter() - began, 1)
     run.save_manifest()

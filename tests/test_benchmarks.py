@@ -105,9 +105,18 @@ def test_a_sweep_stops_after_the_last_training_stage():
     from jobs.refresh import stages_for, stages_until
 
     def names(models, stop_after):
-        return [name for name, _ in stages_until(stages_for(models), stop_after)]
+        return stages_until(stages_for(models), stop_after)
 
     assert names(["comirec_sa+align"], "train") == ["ingest", "semantic", "train"]
     # a distilled student is fine-tuned by the distill stage, so a sweep of distill.* reaches it
     assert names(["fpmc", "fpmc+student", "fpmc+student+distill"], "train") == ["ingest", "train", "distill"]
     assert names(["fpmc", "fpmc+student+distill"], "ingest") == ["ingest"]
+
+
+def test_every_stage_of_the_refresh_names_a_function_that_exists():
+    from jobs.refresh import STAGES, stage_function, stages_for
+
+    everything = stages_for(["comirec_sa+align+contrast", "lightgcn+desc", "fpmc+student+distill"])
+    assert set(everything) | {"publish"} == set(STAGES)
+    for stage in STAGES:
+        assert callable(stage_function(stage)), stage
