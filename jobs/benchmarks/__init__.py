@@ -20,7 +20,7 @@ from pathlib import Path
 from jobs.ingest import ingest
 from rec_core.run.config import ConfigError, load_config
 from rec_core.run.directory import Run
-from rec_core.storage.location import LOCAL_SCHEMES, Location
+from rec_core.storage.location import local_path
 
 
 def bench_run_id(name: str, dataset: str) -> str:
@@ -31,11 +31,11 @@ def local_folder(config: dict, name: str, benchmark: str) -> Path:
     """`<output_dir>/<name>` on the local disk, for the benchmarks that write data sets and copy or
     compare run folders with local file tools (`incremental`, `scale`); an object store's
     output_dir is a clear error rather than a folder named after the URI."""
-    scheme, separator, _ = str(config["output_dir"]).partition("://")
-    if separator and scheme not in LOCAL_SCHEMES:  # checked on the text: opening a bucket's client needs the network
+    root = local_path(config["output_dir"])
+    if root is None:
         raise ConfigError(f"benchmark {benchmark}: output_dir={config['output_dir']} is an object store; this "
                           "benchmark writes its data and run folders on a local disk: give a local output_dir")
-    return Location.of(config["output_dir"]).as_path() / name
+    return root / name
 
 
 def ingested_run(dataset: str, config_path: str | None, overrides: list[str], name: str) -> Run:

@@ -39,6 +39,16 @@ import pyarrow.parquet as pq
 LOCAL_SCHEMES = ("", "file")
 
 
+def local_path(where: "str | os.PathLike") -> Path | None:
+    """The local path that `where` names (a plain path or file://), None for an object store's URI;
+    read from the text alone, so nothing is opened (a bucket's client needs the network)."""
+    text = os.fspath(where)
+    scheme, separator, rest = text.partition("://")
+    if separator and scheme not in LOCAL_SCHEMES:
+        return None
+    return Path(rest if separator else text).expanduser().resolve()
+
+
 @functools.lru_cache(maxsize=None)
 def _filesystem(scheme: str, bucket: str, query: str) -> pafs.FileSystem:
     """One client per (scheme, bucket, options) in a process (an S3 client holds connections)."""
@@ -58,10 +68,10 @@ class Location:
         if isinstance(where, Location):
             return where
         text = os.fspath(where)
-        scheme, separator, rest = text.partition("://")
-        if not separator or scheme in LOCAL_SCHEMES:
-            local = rest if separator else text
-            return cls(pafs.LocalFileSystem(), str(Path(local).expanduser().resolve()))
+        local = local_path(text)
+        if local is not None:
+            return cls(pafs.LocalFileSystem(), str(local))
+        scheme, _, rest = text.partition("://")
         rest, _, query = rest.partition("?")
         bucket = rest.split("/", 1)[0]
         if not bucket:
