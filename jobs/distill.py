@@ -86,10 +86,10 @@ class TeacherView:
         _, ranking = evaluate(scorer, pool, data.num_items, ks=[distill["candidates"]],
                               keep_top=distill["candidates"], batch_size=run.config["train"]["eval_batch_size"])
         self.candidates, self.scores = ranking.item_ids, ranking.scores
-        self.targets_added = 0
+        self.targets_added = None  # with distill.target_in_candidates: the sessions whose target was added
         if distill["target_in_candidates"]:
-            targets = pool.targets.items[pool.targets.offsets[:-1]]
-            self.candidates, self.scores, self.targets_added = with_targets(self.candidates, self.scores, targets)
+            self.candidates, self.targets_added = with_targets(self.candidates,
+                                                               pool.targets.items[pool.targets.offsets[:-1]])
 
 
 def teacher_lists(view: TeacherView, rows: np.ndarray, length: int) -> list[list[int]]:
@@ -165,7 +165,7 @@ def rank_sessions(run: Run, names: list[str]) -> dict:
         spec, settings = parse_model_name(name), distill_settings(name, config)
         if spec.teacher not in views:
             views[spec.teacher] = TeacherView(spec.teacher, run, data, pool)
-            if config["distill"]["target_in_candidates"]:
+            if views[spec.teacher].targets_added is not None:
                 info.setdefault("targets_added_to_candidates", {})[spec.teacher] = views[spec.teacher].targets_added
         view = views[spec.teacher]
         rows, probabilities = select_sessions(settings["selection"], view.difficulty, settings["budget"],

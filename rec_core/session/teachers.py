@@ -149,13 +149,14 @@ def text_rerank(candidates: np.ndarray, teacher_scores: np.ndarray, prefix_vecto
     return np.take_along_axis(candidates, order, axis=1)
 
 
-def with_targets(candidates: np.ndarray, scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(candidates, scores, sessions changed): each row's target in place of its last candidate where
-    the row lacks it; the target takes that candidate's score, so the teacher's order is kept."""
+def with_targets(candidates: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, int]:
+    """(candidates, sessions changed): each row's target in place of its last candidate where the row
+    lacks it (a new array). The teacher's scores stay as they are, so the target takes the replaced
+    candidate's score and the teacher's order is kept."""
     candidates = candidates.copy()
     missing = ~(candidates == targets[:, None]).any(axis=1)
     candidates[missing, -1] = targets[missing]
-    return candidates, scores, int(missing.sum())
+    return candidates, int(missing.sum())
 
 
 def list_quality(lists: list[list[int]], targets: np.ndarray, cutoffs=(5, 10, 25)) -> dict[str, float]:
