@@ -75,3 +75,35 @@ def test_paired_report_pairs_models_from_different_runs_at_the_given_cutoffs(tmp
     assert [(e["paired"]["model"], e["paired"]["metric"]) for e in lines] == [
         ("sasrec+contrast", "recall@10"), ("sasrec+contrast", "ndcg@10")]
     assert lines[0]["paired"]["difference"] == pytest.approx(0.1) and lines[0]["paired"]["users"] == 4
+
+
+def test_paired_report_defaults_to_the_scored_cutoffs_and_refuses_others(tmp_path, capsys):
+    """Session runs score 5,10,20: the report pairs at those instead of failing on a missing @50."""
+    import json
+
+    from jobs.benchmarks.models import paired_report
+    from rec_core.run.config import ConfigError
+    user_metrics_table(tmp_path / "student", "fpmc+student", [0.1, 0.2, 0.3], k=20)
+    user_metrics_table(tmp_path / "distilled", "fpmc+student+distill", [0.2, 0.2, 0.5], k=20)
+    runs = [str(tmp_path / "student"), str(tmp_path / "distilled")]
+    paired_report(runs, "fpmc+student")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [e["paired"]["metric"] for e in lines] == ["recall@20", "ndcg@20"]
+    assert lines[0]["paired"]["difference"] == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match=r"cut-offs \[50\] are not scored by these runs \(it scores \[20\]"):
+        paired_report(runs, "fpmc+student", cutoffs=(20, 50))
+
+
+def test_a_comparison_checks_its_cutoffs_against_eval_ks_before_training(monkeypatch):
+    from jobs.benchmarks import models
+    from rec_core.run.config import ConfigError
+    assert models.scored_cutoffs([5, 10, 20], None, "run r") == (5, 10, 20)
+    assert models.scored_cutoffs([10, 20, 50], (50, 20), "run r") == (50, 20)
+
+    def no_training(config):
+        raise AssertionError("trained before the cut-offs were checked")
+
+    monkeypatch.setattr(models, "refresh", no_training)
+    with pytest.raises(ConfigError, match=r"cut-offs \[50\] are not scored by run r-s0 \(it scores \[5, 10, 20\]"):
+        models.compare_models("alignment", ["fpmc"], "sessions-hetrec-ml", None, ["eval.ks=[5,10,20]"], 1,
+                              "encoder", name="r", cutoffs=(20, 50))

@@ -165,7 +165,21 @@ def print_paired(per_user: pd.DataFrame, models: list[str], reference: str, cuto
     return paired
 
 
-def parse_cutoffs(text: str) -> tuple[int, ...]:
+def scored_cutoffs(scored, requested: tuple[int, ...] | None, where: str) -> tuple[int, ...]:
+    """The cut-offs to report: `requested`, each of which the runs must have scored, or (None) all
+    that they scored (the evaluate stage scores eval.ks: 10,20,50 by default, 5,10,20 on sessions)."""
+    scored = sorted({int(k) for k in scored})
+    if requested is None:
+        return tuple(scored)
+    missing = [k for k in requested if k not in scored]
+    if missing:
+        raise ConfigError(f"cut-offs {missing} are not scored by {where} (it scores {scored}: eval.ks)")
+    return tuple(requested)
+
+
+def parse_cutoffs(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
     try:
         cutoffs = tuple(int(k) for k in text.split(","))
     except ValueError:
@@ -175,11 +189,12 @@ def parse_cutoffs(text: str) -> tuple[int, ...]:
     return cutoffs
 
 
-def paired_report(run_dirs: list[str], against: str, cutoffs=(20, 50)) -> None:
+def paired_report(run_dirs: list[str], against: str, cutoffs: tuple[int, ...] | None = None) -> None:
     """The paired comparison of every model of finished runs (their test `user_metrics`) against
-    one of them. A model's rows are averaged per user over the runs that have it, so the runs may
-    hold different models (e.g. a backbone from one comparison, a variant trained later with the
-    same seeds) as long as they share the split; session runs' `user_id` is the session."""
+    one of them, at `cutoffs` (default: every cut-off the runs scored). A model's rows are averaged
+    per user over the runs that have it, so the runs may hold different models (e.g. a backbone
+    from one comparison, a variant trained later with the same seeds) as long as they share the
+    split; session runs' `user_id` is the session."""
     frames = []
     for index, folder in enumerate(run_dirs):
         table = Path(folder) / "user_metrics"
@@ -191,6 +206,7 @@ def paired_report(run_dirs: list[str], against: str, cutoffs=(20, 50)) -> None:
     models = [m for m in dict.fromkeys(per_user["model"]) if m != against]
     if against not in set(per_user["model"]):
         raise ConfigError(f"--against {against!r} is not among the runs' models {sorted(set(per_user['model']))}")
+    cutoffs = scored_cutoffs(per_user["k"], cutoffs, "these runs")
     for entry in print_paired(per_user, models, against, cutoffs):
         print(json.dumps({"benchmark": "paired", "runs": run_dirs,
                           "paired": {k: round(v, 5) if isinstance(v, float) else v for k, v in entry.items()}}))
@@ -205,12 +221,13 @@ STAGE_FIGURES = {"semantic": ("users", "clusters_per_user", "coherence", "second
 def compare_models(benchmark: str, models: list[str], dataset: str, config_path: str | None,
                    overrides: list[str], seeds: int, backend: str, vary: str = "init",
                    name: str | None = None, variants: list[tuple[str, list[str], list[str]]] = (),
-                   cutoffs=(20, 50)) -> pd.DataFrame:
+                   cutoffs: tuple[int, ...] | None = None) -> pd.DataFrame:
     """`models` trained in `seeds` runs, run i setting the seeds named by `vary` to 2026 + i
     ("init": initialisation and sampling, on one split; "split": the split, one initialisation;
     "both"). Prints the test metrics' mean ± std over runs, then each model against the first
     (the reference) as per-user paired differences with bootstrap 95% intervals
-    (rec_core.eval.paired), and the model that validation Recall@50 chooses.
+    (rec_core.eval.paired), and the model that validation Recall@50 chooses; both at `cutoffs`,
+    by default every cut-off the runs score (their config's eval.ks; checked before training).
 
     `variants` [(label, models, overrides)]: more models trained under other settings of the
     stages before training (e.g. graph.layers=0), each in a run `<name>-<label>-s<i>` with the same
@@ -231,6 +248,7 @@ def compare_models(benchmark: str, models: list[str], dataset: str, config_path:
             config = load_config(config_path, [f"data.dataset={dataset}", f"run_id={run_id}",
                                                f"models=[{','.join(group)}]", f"semantic.backend={backend}",
                                                NOT_PUBLISHED, *overrides, *extra, *seeded])
+            cutoffs = scored_cutoffs(config["eval"]["ks"], cutoffs, f"run {run_id}")
             run = refresh(config)
             versions.append(f"{run_id}: {run.manifest['code_version']}")
             metrics = run.read_table("metrics")
@@ -404,7 +422,8 @@ def add_commands(commands) -> None:
     pairs.add_argument("runs", nargs="+", help="finished run directories on one split (a model's rows are averaged "
                                                "per user over the runs that have it)")
     pairs.add_argument("--against", required=True, help="the reference model, e.g. comirec_sa")
-    pairs.add_argument("--ks", default="20,50", help="cut-offs, e.g. 5,10,20 for session runs")
+    pairs.add_argument("--ks", default=None, help="comma-separated cut-offs, e.g. 10,20 (default: every "
+                                                  "cut-off the runs scored, their eval.ks)")
     pairs.set_defaults(run=lambda args: paired_report(args.runs, args.against, parse_cutoffs(args.ks)))
     tune = commands.add_parser("sweep", help="a settings grid for one model, chosen on validation Recall@50")
     add_data_arguments(tune, dataset_required=True)
