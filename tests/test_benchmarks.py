@@ -41,6 +41,9 @@ def test_description_variants_are_named_settings_of_lightgcn_desc():
     assert settings == ["graph.backend=llm", "desc.fusion=sum", "graph.max_llm_nodes=500"]
     (_, _, aligned), = description_variants("layer0-aligned", 0)
     assert "desc.fusion=none" in aligned
+    (_, _, llm_aligned), = description_variants("llm-aligned,layer0", 300)[:1]
+    assert llm_aligned == ["graph.backend=llm", "desc.fusion=none", "graph.max_llm_nodes=300"]
+    assert [label for label, _, _ in description_variants("llm-aligned,layer0", 0)] == ["layer0"]
     with pytest.raises(ConfigError, match="--variants 'layer1'"):
         description_variants("layer1", 0)
 

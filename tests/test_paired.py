@@ -107,3 +107,17 @@ def test_a_comparison_checks_its_cutoffs_against_eval_ks_before_training(monkeyp
     with pytest.raises(ConfigError, match=r"cut-offs \[50\] are not scored by run r-s0 \(it scores \[5, 10, 20\]"):
         models.compare_models("alignment", ["fpmc"], "sessions-hetrec-ml", None, ["eval.ks=[5,10,20]"], 1,
                               "encoder", name="r", cutoffs=(20, 50))
+
+
+def test_labelled_runs_pair_one_model_trained_under_two_settings(tmp_path, capsys):
+    import json
+
+    from jobs.benchmarks.models import paired_report
+    user_metrics_table(tmp_path / "encoder", "lightgcn+desc", [0.2, 0.4, 0.6], k=50)
+    user_metrics_table(tmp_path / "llm", "lightgcn+desc", [0.1, 0.4, 0.4], k=50)
+    paired_report([f"encoder={tmp_path / 'encoder'}", f"llm={tmp_path / 'llm'}"], "lightgcn+desc[encoder]")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(e["paired"]["model"], e["paired"]["against"], e["paired"]["metric"]) for e in lines] == [
+        ("lightgcn+desc[llm]", "lightgcn+desc[encoder]", "recall@50"),
+        ("lightgcn+desc[llm]", "lightgcn+desc[encoder]", "ndcg@50")]
+    assert lines[0]["paired"]["difference"] == pytest.approx(-0.1) and lines[0]["paired"]["runs"] == 1

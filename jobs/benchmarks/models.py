@@ -37,15 +37,18 @@ the backbone's variants, and `--name`: the runs are `<name>-s<i>`, so naming an 
 comparison reuses its finished runs and resumes the rest.
 
 `paired` reads finished runs' `user_metrics` and prints every model against one of them, paired
-per user with bootstrap 95% intervals (what `alignment` and `ablation` print at their end).
+per user with bootstrap 95% intervals (what `alignment` and `ablation` print at their end). A run
+given as `<label>=<dir>` has its models reported as `<model>[<label>]`, so the same model trained
+under two settings (e.g. two description backends, in runs of different comparisons) is paired
+rather than averaged together.
 
 `descriptions` (GaCLLM, issue 12) trains `lightgcn` (and `--with` models) in run `<name>-s<i>` and
 `lightgcn+desc` once per description variant in runs `<name>-<variant>-s<i>` with the same seeds:
 `layer0` (graph.layers=0: the catalogue text and the user template only, no graph hop), `encoder`
 (the embedding-mix aggregator) and `llm` (the LLM aggregator on `--llm-nodes` nodes, the rest by the
 encoder); all paired per user against `lightgcn`. `--variants` picks them (default layer0, encoder,
-llm, each with `desc.fusion=sum`); `layer0-aligned` and `encoder-aligned` are the same descriptions
-with `desc.fusion=none` (the descriptions in the alignment loss only). The describe stage's diagnostic and LLM figures of every
+llm, each with `desc.fusion=sum`); `layer0-aligned`, `encoder-aligned` and `llm-aligned` are the same
+descriptions with `desc.fusion=none` (the descriptions in the alignment loss only). The describe stage's diagnostic and LLM figures of every
 run are printed at the end.
 
 `sweep` trains one model for every point of a settings grid, stopping after training (validation
@@ -194,14 +197,17 @@ def paired_report(run_dirs: list[str], against: str, cutoffs: tuple[int, ...] | 
     one of them, at `cutoffs` (default: every cut-off the runs scored). A model's rows are averaged
     per user over the runs that have it, so the runs may hold different models (e.g. a backbone
     from one comparison, a variant trained later with the same seeds) as long as they share the
-    split; session runs' `user_id` is the session."""
+    split; session runs' `user_id` is the session. A run given as `<label>=<dir>` reports its
+    models as `<model>[<label>]` (and `against` may name one so)."""
     frames = []
-    for index, folder in enumerate(run_dirs):
+    for index, entry in enumerate(run_dirs):
+        label, _, folder = entry.rpartition("=")
         table = Path(folder) / "user_metrics"
         if not table.is_dir():
             raise ConfigError(f"{table} not found: give finished run directories (the evaluate stage writes it)")
         users = pd.read_parquet(table)
-        frames.append(users[users["split"] == "test"].assign(run=index))
+        users = users[users["split"] == "test"].assign(run=index)
+        frames.append(users.assign(model=[label_model(model, label) for model in users["model"]]))
     per_user = pd.concat(frames, ignore_index=True)
     models = [m for m in dict.fromkeys(per_user["model"]) if m != against]
     if against not in set(per_user["model"]):
@@ -305,19 +311,20 @@ DESCRIPTION_VARIANTS = {"layer0": ["graph.layers=0", "desc.fusion=sum"],
                         "encoder": ["graph.backend=encoder", "desc.fusion=sum"],
                         "llm": ["graph.backend=llm", "desc.fusion=sum"],
                         "layer0-aligned": ["graph.layers=0", "desc.fusion=none"],
-                        "encoder-aligned": ["graph.backend=encoder", "desc.fusion=none"]}
+                        "encoder-aligned": ["graph.backend=encoder", "desc.fusion=none"],
+                        "llm-aligned": ["graph.backend=llm", "desc.fusion=none"]}
 
 
 def description_variants(names: str, llm_nodes: int) -> list[tuple[str, list[str], list[str]]]:
-    """"layer0,encoder" -> compare_models' variants of `lightgcn+desc` (the llm one on `llm_nodes`
+    """"layer0,encoder" -> compare_models' variants of `lightgcn+desc` (the llm ones on `llm_nodes`
     nodes; left out when that is 0)."""
     chosen = [name.strip() for name in names.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in DESCRIPTION_VARIANTS]
     if unknown or not chosen:
         raise ConfigError(f"--variants {names!r}: expected some of {', '.join(DESCRIPTION_VARIANTS)}")
     return [(label, ["lightgcn+desc"], DESCRIPTION_VARIANTS[label]
-             + ([f"graph.max_llm_nodes={llm_nodes}"] if label == "llm" else []))
-            for label in chosen if label != "llm" or llm_nodes]
+             + ([f"graph.max_llm_nodes={llm_nodes}"] if label.startswith("llm") else []))
+            for label in chosen if not label.startswith("llm") or llm_nodes]
 
 
 def parse_grid(entries: list[str]) -> list[dict[str, str]]:
@@ -420,7 +427,8 @@ def add_commands(commands) -> None:
         args.overrides, args.seeds, "encoder", "init", args.name, description_variants(args.variants, args.llm_nodes)))
     pairs = commands.add_parser("paired", help="paired CIs of every model of finished runs against one of them")
     pairs.add_argument("runs", nargs="+", help="finished run directories on one split (a model's rows are averaged "
-                                               "per user over the runs that have it)")
+                                               "per user over the runs that have it); <label>=<dir> reports "
+                                               "that run's models as <model>[<label>]")
     pairs.add_argument("--against", required=True, help="the reference model, e.g. comirec_sa")
     pairs.add_argument("--ks", default=None, help="comma-separated cut-offs, e.g. 10,20 (default: every "
                                                   "cut-off the runs scored, their eval.ks)")
