@@ -121,3 +121,9 @@ def test_labelled_runs_pair_one_model_trained_under_two_settings(tmp_path, capsy
         ("lightgcn+desc[llm]", "lightgcn+desc[encoder]", "recall@50"),
         ("lightgcn+desc[llm]", "lightgcn+desc[encoder]", "ndcg@50")]
     assert lines[0]["paired"]["difference"] == pytest.approx(-0.1) and lines[0]["paired"]["runs"] == 1
+    # a path holding "=" without a label is a path
+    user_metrics_table(tmp_path / "run_id=plain", "lightgcn+desc", [0.3, 0.4, 0.5], k=50)
+    paired_report([str(tmp_path / "run_id=plain"), f"llm={tmp_path / 'llm'}"], "lightgcn+desc")
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert lines[0]["paired"]["model"] == "lightgcn+desc[llm]"
+    assert lines[0]["paired"]["difference"] == pytest.approx(-0.1)

@@ -201,7 +201,9 @@ def paired_report(run_dirs: list[str], against: str, cutoffs: tuple[int, ...] | 
     models as `<model>[<label>]` (and `against` may name one so)."""
     frames = []
     for index, entry in enumerate(run_dirs):
-        label, _, folder = entry.rpartition("=")
+        label, _, folder = entry.partition("=")
+        if not folder or "/" in label:  # a path that holds "=", no label
+            label, folder = "", entry
         table = Path(folder) / "user_metrics"
         if not table.is_dir():
             raise ConfigError(f"{table} not found: give finished run directories (the evaluate stage writes it)")
