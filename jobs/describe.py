@@ -136,7 +136,7 @@ def describe(run: Run) -> dict:
         descriptions = [layer_rows(t, ids[t], 0, texts[t], OK, "layer0", "", "") for t in (USER, ITEM)]
         embeddings = [(0, vectors)]
         chosen = llm_nodes(ids, graph_config)
-        layers = []
+        layers, budget_items_mix = [], {}  # layer -> the LLM items' embedding mix, had the encoder done them
         for layer in range(1, graph_config["layers"] + 1):
             began = time.perf_counter()
             samples = layer_samples(graph, ids, layer, graph_config)
@@ -160,6 +160,8 @@ def describe(run: Run) -> dict:
                     for p, text in zip(positions, generated):
                         new_texts[t][p] = text
                     if len(positions):
+                        if t == ITEM:
+                            budget_items_mix[layer] = mixed[t][positions].copy()
                         mixed[t][positions] = encoder.encode(list(generated))
                 frames.append(frame)
                 record[t] = dict(Counter(frame["status"])) | {"llm_nodes": int((frame["backend"] == "llm").sum())}
@@ -174,6 +176,7 @@ def describe(run: Run) -> dict:
         labels = [list(labels) for labels in items["labels"]] if "labels" in items else [[] for _ in range(len(items))]
         diagnostic = {f"layer_{layer}": label_probe(layer_vectors[ITEM], labels, graph_config["seed"])
                       for layer, layer_vectors in embeddings}
+        budget_probe = llm_items_probe(embeddings, budget_items_mix, chosen[ITEM], labels, graph_config["seed"])
         table = pd.concat(descriptions, ignore_index=True)
         vector_rows = pd.concat([pd.DataFrame({"node_type": t, "node_id": ids[t].astype(np.int64), "layer": layer,
                                                "vector": list(layer_vectors[t])})
@@ -184,11 +187,35 @@ def describe(run: Run) -> dict:
                     edges=int(len(graph.user_items)), layers=layers,
                     text_encoder={"id": encoder.id_, "cache_hits": encoder.hits_, "embedded": encoder.embedded_,
                                   "cache_parts_quarantined": len(encoder.quarantined_)},
-                    category_probe=diagnostic)
+                    category_probe=diagnostic, llm_items_probe=budget_probe)
         print("description diagnostic (items' own categories from each layer's embedding, leave-one-out nearest "
               "label centroid; shuffled = chance):\n" + "\n".join(f"  {name}: {value}" for name, value in diagnostic.items()),
               flush=True)
+        if budget_probe:
+            print("the same on the LLM's items only (llm: their descriptions; embedding_mix: the encoder aggregator's "
+                  "mix of the same inputs):\n" + "\n".join(f"  {name}: {value}" for name, value in budget_probe.items()),
+                  flush=True)
     return info
+
+
+def llm_items_probe(embeddings: list[tuple[int, dict]], budget_items_mix: dict[int, np.ndarray],
+                    chosen_items: np.ndarray, labels: list[list[str]], seed: int) -> dict:
+    """The category probe scored on the items the LLM described (a budget of a few hundred nodes moves
+    the whole catalogue's figure by a rounding error): per layer, with their LLM descriptions'
+    embeddings (`llm`) and with what the encoder aggregator would have given them from the same
+    previous-layer inputs (`embedding_mix`), the rest of the catalogue the same in both. Empty without
+    LLM items."""
+    probe = {}
+    for layer, layer_vectors in embeddings:
+        if layer not in budget_items_mix:
+            continue
+        llm = label_probe(layer_vectors[ITEM], labels, seed, scored=chosen_items)
+        instead = layer_vectors[ITEM].copy()
+        instead[np.flatnonzero(chosen_items)] = budget_items_mix[layer]
+        mix = label_probe(instead, labels, seed, scored=chosen_items)
+        probe[f"layer_{layer}"] = {"items": llm["items"], "llm": llm["accuracy"], "embedding_mix": mix["accuracy"],
+                                   "shuffled": llm["shuffled"], "majority": llm["majority"]}
+    return probe
 
 
 def main(argv=None) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from jobs.describe import llm_items_probe
 from rec_core.data.splits import build_protocol, split_users
 from rec_core.eval.evaluator import evaluate
 from rec_core.graph.bipartite import ITEM, USER, graph_from_visible, normalized_adjacency, sample_neighbours, visible_graph
@@ -160,7 +161,7 @@ def test_label_probe_is_the_cosine_to_each_leave_one_out_centroid():
     vectors = rng.normal(size=(len(labels), 5)) + np.where([[lab[0] == "big"] for lab in labels], 0.8, 0.0)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     names = sorted({lab for item in labels for lab in item})
-    hits = 0
+    hit = []
     for i, item in enumerate(labels):
         best, chosen = -np.inf, None
         for name in names:
@@ -171,10 +172,38 @@ def test_label_probe_is_the_cosine_to_each_leave_one_out_centroid():
             score = unit[i] @ centre / np.linalg.norm(centre)
             if score > best:
                 best, chosen = score, name
-        hits += chosen in item
+        hit.append(chosen in item)
     probe = label_probe(vectors, labels, seed=0)
-    assert probe["accuracy"] == pytest.approx(hits / len(labels), abs=1e-4)
+    assert probe["accuracy"] == pytest.approx(sum(hit) / len(labels), abs=1e-4)
     assert probe["majority"] == pytest.approx((30 + 5) / 48, abs=1e-4)  # "big", carried by 30 + 5 items
+    # scored on a subset: the same centroids (every item), the average over the subset only
+    scored = np.arange(len(labels)) % 3 == 0
+    subset = label_probe(vectors, labels, seed=0, scored=scored)
+    assert subset["items"] == scored.sum()
+    assert subset["accuracy"] == pytest.approx(np.mean(np.array(hit)[scored]), abs=1e-4)
+    assert subset["majority"] == pytest.approx(np.mean(["big" in labels[i] for i in np.flatnonzero(scored)]), abs=1e-4)
+    assert label_probe(vectors, labels, seed=0, scored=np.zeros(len(labels), bool))["accuracy"] is None
+
+
+def test_the_llm_items_probe_scores_the_budget_items_with_their_descriptions_and_with_the_mix():
+    """A budget of 12 of 60 items whose LLM descriptions carry no category: the probe on them finds
+    that, against the encoder's mix of the same inputs (which does); the catalogue's probe barely moves."""
+    rng = np.random.default_rng(1)
+    labels = [["a"], ["b"], ["c"]] * 20
+    meaningful = np.stack([np.eye(3)["abc".index(item[0])] + 0.3 * rng.normal(size=3) for item in labels])
+    chosen = np.zeros(len(labels), bool)
+    chosen[rng.choice(len(labels), 12, replace=False)] = True
+    written = meaningful.copy()
+    written[chosen] = rng.normal(size=(12, 3))  # the LLM's descriptions, embedded
+    embeddings = [(0, {ITEM: meaningful}), (1, {ITEM: written})]
+    probe = llm_items_probe(embeddings, {1: meaningful[chosen]}, chosen, labels, seed=0)
+    assert set(probe) == {"layer_1"}  # layer 0 has no LLM text
+    layer = probe["layer_1"]
+    assert layer["items"] == 12
+    assert layer["llm"] == label_probe(written, labels, 0, scored=chosen)["accuracy"]
+    assert layer["embedding_mix"] == label_probe(meaningful, labels, 0, scored=chosen)["accuracy"] > 0.9
+    assert layer["llm"] < 0.7
+    assert llm_items_probe(embeddings, {}, chosen, labels, seed=0) == {}
 
 
 def group_descriptions(graph, n_groups=4, group_size=40, noise=0.5, seed=0):

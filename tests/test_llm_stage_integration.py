@@ -173,6 +173,8 @@ def test_graph_descriptions_through_the_llm_for_two_layers(llm_run, tmp_path, da
         assert sum(record["user"].get(s, 0) for s in ("ok", "repaired", "failed")) == 943
         assert record["llm"]["longest_prompt_chars"] <= 400 + 4 * (160 + 8) + 80
     assert set(info["category_probe"]) == {"layer_0", "layer_1", "layer_2"}
+    assert set(info["llm_items_probe"]) == {"layer_1", "layer_2"}
+    assert {probe["items"] for probe in info["llm_items_probe"].values()} == {4}  # the 4 budget items (all labelled)
 
     again = describe(Run(load_config(None, overrides)))  # the rerun: every layer from the cache
     assert [r["llm"]["sent"] for r in again["layers"]] == [0, 0]

@@ -159,6 +159,7 @@ def test_refresh_with_graph_models_describes_then_trains_and_serves_without_the_
     descriptions = pq.read_table(root / "node_descriptions").to_pandas()
     assert len(descriptions) == 2 * (users + items) and set(descriptions["backend"]) == {"layer0", "encoder"}
     assert set(stages["describe"]["category_probe"]) == {"layer_0", "layer_1"}
+    assert stages["describe"]["llm_items_probe"] == {}  # no LLM items with the encoder backend
     recs = pq.read_table(root / "test_recommendations").to_pandas()
     test_users = stages["ingest"]["rows"]["users_test"]
     assert recs.groupby("model")["user_id"].nunique().to_dict() == {m: test_users for m in config["models"]}

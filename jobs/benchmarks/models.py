@@ -223,7 +223,8 @@ def paired_report(run_dirs: list[str], against: str, cutoffs: tuple[int, ...] | 
 STAGE_FIGURES = {"semantic": ("users", "clusters_per_user", "coherence", "seconds"),
                  "synthesize": ("solutions", "cliques", "objective_over_greedy", "seconds"),
                  "crowd_semantic": ("users", "clusters_per_user", "coherence", "seconds"),
-                 "describe": ("backend", "layers", "category_probe", "text_encoder", "seconds")}
+                 "describe": ("backend", "layers", "category_probe", "llm_items_probe", "text_encoder",
+                              "seconds")}
 
 
 def compare_models(benchmark: str, models: list[str], dataset: str, config_path: str | None,

@@ -128,17 +128,23 @@ def split_budget(max_nodes: int, num_users: int, num_items: int) -> tuple[int | 
     return users, max_nodes - users
 
 
-def label_probe(vectors: np.ndarray, labels: list[list[str]], seed: int) -> dict:
+def label_probe(vectors: np.ndarray, labels: list[list[str]], seed: int, scored: np.ndarray | None = None) -> dict:
     """How well item embeddings still predict their own categories: each item's label is the one
     whose leave-one-out centroid (the mean of the other items of that primary label, normalised)
     is nearest by cosine; a hit when it is one of the item's labels. Two references: `shuffled`,
     the same probe with the embeddings permuted over the items (what embeddings without meaning
     score; cosine to normalised centroids, so a small category's centroid is not favoured for
     being the mean of few vectors), and `majority`, the share of items carrying the most frequent
-    label (what always guessing it scores)."""
+    label (what always guessing it scores).
+
+    `scored` (a boolean mask over the items): the centroids still come from every labelled item, the
+    figures are averaged over the scored ones only (e.g. the few items of an LLM budget, whose
+    effect an average over the whole catalogue would hide)."""
+    scored = np.ones(len(labels), dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
     keep = [i for i, item_labels in enumerate(labels) if item_labels]
-    if len(keep) < 2:
-        return {"items": len(keep), "accuracy": None, "shuffled": None, "majority": None}
+    counted = scored[keep] if keep else np.zeros(0, dtype=bool)
+    if len(keep) < 2 or not counted.any():
+        return {"items": int(counted.sum()), "accuracy": None, "shuffled": None, "majority": None}
     names = sorted({label for i in keep for label in labels[i]})
     column = {name: j for j, name in enumerate(names)}
     primary = np.array([column[labels[i][0]] for i in keep])
@@ -158,10 +164,12 @@ def label_probe(vectors: np.ndarray, labels: list[list[str]], seed: int) -> dict
         others = counts[None, :] - np.eye(len(names), dtype=counts.dtype)[primary]
         scores = np.where((others > 0) & (norms > 1e-12), dots / np.maximum(norms, 1e-12), -np.inf)
         predicted = scores.argmax(1)
-        return float(np.mean([p in s for p, s in zip(predicted, label_sets)]))
+        hits = np.array([p in s for p, s in zip(predicted, label_sets)])
+        return float(hits[counted].mean())
 
     rows = vectors[keep]
     shuffled = rows[np.random.default_rng(seed).permutation(len(rows))]
-    carried = np.bincount([j for s in label_sets for j in s], minlength=len(names))
-    return {"items": len(keep), "accuracy": round(accuracy(rows), 4), "shuffled": round(accuracy(shuffled), 4),
-            "majority": round(float(carried.max() / len(keep)), 4)}
+    most_carried = np.bincount([j for s in label_sets for j in s], minlength=len(names)).argmax()
+    majority = np.mean([most_carried in s for s, c in zip(label_sets, counted) if c])
+    return {"items": int(counted.sum()), "accuracy": round(accuracy(rows), 4), "shuffled": round(accuracy(shuffled), 4),
+            "majority": round(float(majority), 4)}
