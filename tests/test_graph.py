@@ -187,7 +187,7 @@ def test_label_probe_is_the_cosine_to_each_leave_one_out_centroid():
 
 def test_the_llm_items_probe_scores_the_budget_items_with_their_descriptions_and_with_the_mix():
     """A budget of 12 of 60 items whose LLM descriptions carry no category: the probe on them finds
-    that, against the encoder's mix of the same inputs (which does); the catalogue's probe barely moves."""
+    that, against the encoder's mix of the same inputs (which does)."""
     rng = np.random.default_rng(1)
     labels = [["a"], ["b"], ["c"]] * 20
     meaningful = np.stack([np.eye(3)["abc".index(item[0])] + 0.3 * rng.normal(size=3) for item in labels])

@@ -142,7 +142,7 @@ def label_probe(vectors: np.ndarray, labels: list[list[str]], seed: int, scored:
     effect an average over the whole catalogue would hide)."""
     scored = np.ones(len(labels), dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
     keep = [i for i, item_labels in enumerate(labels) if item_labels]
-    counted = scored[keep] if keep else np.zeros(0, dtype=bool)
+    counted = scored[keep]
     if len(keep) < 2 or not counted.any():
         return {"items": int(counted.sum()), "accuracy": None, "shuffled": None, "majority": None}
     names = sorted({label for i in keep for label in labels[i]})
