@@ -125,7 +125,12 @@ def llm_lists(run: Run, view: TeacherView, pool, rows: np.ndarray, titles: list[
         "request_id": [f"hints:{teacher}"], "system": [hints_system],
         "user": [case_text], "schema": [hints_schema(distill["hint_chars"])]}), config["llm"], cache,
         cache_flush_rows=config["llm"]["cache_flush_rows"], ray_settings=config["ray"])
-    hints = read_hints(hints_answer["output"].iloc[0], distill["hint_chars"]) if not hints_answer["error"].iloc[0] else ""
+    if hints_answer["error"].iloc[0]:
+        hints, hints_dropped = "", f"request error: {hints_answer['error'].iloc[0][:120]}"
+    else:
+        hints, hints_dropped = read_hints(hints_answer["output"].iloc[0], distill["hint_chars"])
+    if hints_dropped:
+        log.warning("distill: the %s hints were dropped (%s); the rankings run without hints", teacher, hints_dropped)
     system = RANKING_SYSTEM.format(hints=hints or "(none)", length=distill["list_length"])
     requests = pd.DataFrame({
         "request_id": [f"rank:{int(pool.user_ids[r])}" for r in rows], "system": system,
@@ -146,7 +151,7 @@ def llm_lists(run: Run, view: TeacherView, pool, rows: np.ndarray, titles: list[
         statuses.append(status)
         keys.append(answer["key"])
         details.append(detail)
-    figures = {"hints": hints, "hint_cases_shown": shown, "hints_prompt": hints_stats.as_dict(), "rankings": stats.as_dict(),
+    figures = {"hints": hints, "hints_dropped": hints_dropped, "hint_cases_shown": shown, "hints_prompt": hints_stats.as_dict(), "rankings": stats.as_dict(),
                "calls": hints_stats.prompts + stats.prompts,
                "input_tokens_per_ranking": round(stats.input_tokens / stats.sent, 1) if stats.sent else None,
                "output_tokens_per_ranking": round(stats.output_tokens / stats.sent, 1) if stats.sent else None}

@@ -15,7 +15,7 @@ from rec_core.session.models import build_session_model
 from rec_core.session.protocol import session_protocol
 from rec_core.session.selection import (Outcomes, binary_outcomes, log_effective_gains, maxmin_policy,
                                         select_sessions, session_difficulty, ternary_outcomes)
-from rec_core.session.teachers import (FAILED, OK, REPAIRED, hints_prompt, list_quality, prompt_char_budget,
+from rec_core.session.teachers import (FAILED, OK, REPAIRED, hints_prompt, list_quality, prompt_char_budget, read_hints,
                                        ranking_schema, text_rerank, validate_ranking, with_targets)
 from rec_core.train.distill_recipe import DistillTraining
 from rec_core.data.splits import split_sessions
@@ -186,6 +186,23 @@ def test_fine_tuning_moves_the_student_toward_the_lists_and_keeps_the_student_as
     assert recipe.best_metric_ >= before
     with pytest.raises(ValueError, match="no distilled session"):
         DistillTraining("fpmc+student+distill", config, data, 0, SESSION, 3, student.state_dict(), [], ranked[:0])
+
+
+LONG_HINTS = " ".join("".join(chr(97 + i // 26 ** place % 26) for place in range(3)) for i in range(300))
+
+
+@pytest.mark.parametrize("output, hints, dropped", [
+    ('{"hints": "It follows the  genre and era of the session."}', "It follows the genre and era of the session.", ""),
+    ('{"hints": "' + LONG_HINTS + '"}', LONG_HINTS[:600], ""),  # 1,199 characters of 300 distinct words, cut
+    ("no json", "", "not JSON"),
+    ('{"hints": 3}', "", "no hints string"),
+    ('{"hints": "  "}', "", "empty"),
+    ('{"hints": "1, 2, 3; 4 ... 5"}', "", "not text"),
+    ('{"hints": "The Golden Compass; ' + "The Shining; " * 20 + '"}', "", "repeated"),  # SmolLM2's answer on HetRec
+])
+def test_hints_that_are_not_prose_are_dropped_with_the_reason(output, hints, dropped):
+    got, reason = read_hints(output, max_chars=600)
+    assert (got, reason.split(" (")[0]) == ("" if dropped else hints, dropped)
 
 
 def test_hints_prompt_holds_as_many_cases_as_fit_the_context():

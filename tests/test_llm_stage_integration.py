@@ -214,6 +214,7 @@ def test_session_distillation_with_the_llm_teacher_on_ray_train(llm_run, tmp_pat
     teachers = stages["distill"]["teachers"]
     assert teachers["fpmc/llm"]["calls"] == 5 and teachers["fpmc/llm"]["rankings"]["errors"] == 0
     assert teachers["fpmc/llm"]["hints_prompt"]["errors"] == 0 and teachers["fpmc/llm"]["hint_cases_shown"] >= 1
+    assert bool(teachers["fpmc/llm"]["hints"]) != bool(teachers["fpmc/llm"]["hints_dropped"])  # kept, or dropped with why
     assert teachers["fpmc/llm"]["rankings"]["output_tokens"] > 0
     assert set(teachers["fpmc/encoder"]["list_quality"]) == {"target_in_top5", "target_in_top10", "target_in_top25"}
     metrics = run.read_table("metrics")

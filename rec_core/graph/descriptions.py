@@ -15,7 +15,8 @@ reads only 1 hop. The paper's LoRA fine-tuning of the LLM on domain descriptions
 - The answer is JSON {"description": "..."} of at most `max_chars` characters (the JSON schema
   bounds it). `validate_description` keeps it, or repairs the node by keeping its layer l-1 text
   (reason in `detail`): not JSON with a description string, empty, over-long, not text (under half
-  letters), or repeated (at least 8 words, under 30% of them distinct). A request the engine failed
+  letters), or repeated (at least 8 words, under 30% of them distinct): `rec_core.text.checks.not_prose`,
+  which the distillation's hints share. A request the engine failed
   is `failed` (also keeping the previous text, so the next layer has an input).
 - The encoder aggregator (`mix_embeddings`), the non-LLM ablation: no text is written; a node's
   layer-l embedding is unit((1 - mix) * e_{l-1}(v) + mix * mean_{u in S_l(v)} e_{l-1}(u)) over the
@@ -33,6 +34,7 @@ import json
 import numpy as np
 
 from rec_core.graph.bipartite import ITEM, USER
+from rec_core.text.checks import not_prose
 
 OK, REPAIRED, FAILED = "ok", "repaired", "failed"
 USER_TEMPLATE = "A user who recently engaged with: {items}."
@@ -89,11 +91,9 @@ def validate_description(output: str, previous: str, max_chars: int) -> tuple[st
         return REPAIRED, previous, "empty: kept the previous layer's text"
     if len(text) > max_chars:
         return REPAIRED, previous, f"over-long ({len(text)} > {max_chars} characters): kept the previous layer's text"
-    if sum(ch.isalpha() for ch in text) < max(3, len(text) // 2):
-        return REPAIRED, previous, "not text (under half letters): kept the previous layer's text"
-    words = text.lower().split()
-    if len(words) >= 8 and len(set(words)) < 0.3 * len(words):
-        return REPAIRED, previous, f"repeated ({len(set(words))} distinct of {len(words)} words): kept the previous layer's text"
+    reason = not_prose(text)
+    if reason:
+        return REPAIRED, previous, f"{reason}: kept the previous layer's text"
     return OK, text, ""
 
 

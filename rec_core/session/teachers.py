@@ -38,6 +38,7 @@ import json
 
 import numpy as np
 
+from rec_core.text.checks import not_prose
 
 OK, REPAIRED, FAILED = "ok", "repaired", "failed"
 HINT_LIST = 20  # the teacher's top items each hints case shows (the paper's top-20)
@@ -80,13 +81,20 @@ def hints_schema(max_chars: int) -> str:
                        "required": ["hints"], "additionalProperties": False})
 
 
-def read_hints(output: str, max_chars: int) -> str:
-    """The hints text of an answer ("" when unreadable: the rankings then run without hints)."""
+def read_hints(output: str, max_chars: int) -> tuple[str, str]:
+    """(hints, why they were dropped): the answer's hints text cut to `max_chars`, or "" and the
+    reason when it is not JSON with a hints string, is empty, or is not prose (`not_prose`: a small
+    model's loop such as "The Shining; The Shining; ..."). Without hints the rankings say "(none)"
+    instead of carrying the loop into every ranking prompt."""
     try:
-        hints = json.loads(output).get("hints", "")
+        hints = json.loads(output).get("hints")
     except (json.JSONDecodeError, AttributeError):
-        return ""
-    return " ".join(str(hints).split())[:max_chars] if isinstance(hints, str) else ""
+        return "", "not JSON"
+    if not isinstance(hints, str):
+        return "", "no hints string"
+    hints = " ".join(hints.split())[:max_chars]
+    reason = not_prose(hints) if hints else "empty"
+    return ("", reason) if reason else (hints, "")
 
 
 def ranking_prompt(session_titles: list[str], candidate_ids: np.ndarray, candidate_titles: list[str],
