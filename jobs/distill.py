@@ -151,7 +151,8 @@ def llm_lists(run: Run, view: TeacherView, pool, rows: np.ndarray, titles: list[
         statuses.append(status)
         keys.append(answer["key"])
         details.append(detail)
-    figures = {"hints": hints, "hints_dropped": hints_dropped, "hint_cases_shown": shown, "hints_prompt": hints_stats.as_dict(), "rankings": stats.as_dict(),
+    figures = {"hints": hints, "hints_dropped": hints_dropped, "hint_cases_shown": shown,
+               "hints_prompt": hints_stats.as_dict(), "rankings": stats.as_dict(),
                "calls": hints_stats.prompts + stats.prompts,
                "input_tokens_per_ranking": round(stats.input_tokens / stats.sent, 1) if stats.sent else None,
                "output_tokens_per_ranking": round(stats.output_tokens / stats.sent, 1) if stats.sent else None}
