@@ -282,3 +282,42 @@ def test_description_fusion_none_scores_as_lightgcn_and_aligns_only():
     assert aligned.projections[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="fusion 'mean'"):
         plain_and_described(desc_fusion="mean")
+
+
+def test_propagation_gradient_equals_torchs_sparse_product_and_asymmetry_is_refused():
+    """SymmetricProduct's backward (A @ g) is torch's own gradient of A @ x for the symmetric
+    adjacency; an asymmetric one is refused when built."""
+    from rec_core.graph.bipartite import normalized_adjacency as adjacency_of
+    from rec_core.models.lightgcn import SymmetricProduct, sparse_adjacency
+
+    _, _, _, _, graph = protocol_and_graph(n_users=60)
+    rows, cols, values, size = adjacency_of(graph)
+    csr = sparse_adjacency(rows, cols, values, size)
+    coo = torch.sparse_coo_tensor(torch.as_tensor(np.stack([rows, cols])), torch.as_tensor(values), (size, size),
+                                  check_invariants=False)
+    weights = torch.randn(size, 8, generator=torch.Generator().manual_seed(0))
+    ours = weights.clone().requires_grad_()
+    theirs = weights.clone().requires_grad_()
+    upstream = torch.randn(size, 8, generator=torch.Generator().manual_seed(1))
+    (SymmetricProduct.apply(csr, SymmetricProduct.apply(csr, ours)) * upstream).sum().backward()
+    (torch.sparse.mm(coo, torch.sparse.mm(coo, theirs)) * upstream).sum().backward()
+    assert torch.allclose(ours.grad, theirs.grad, atol=1e-6) and ours.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="not symmetric"):
+        sparse_adjacency(rows[: len(rows) // 2], cols[: len(cols) // 2], values[: len(values) // 2], size)
+
+
+def test_a_graph_model_trains_under_ddp_without_broadcasting_its_sparse_graph(tmp_path):
+    """train.num_workers > 1 wraps the model in DDP, which broadcasts buffers and cannot broadcast a
+    sparse one: the graph and the descriptions are left out of its synchronisation (one process
+    here, which builds DDP the same way)."""
+    import torch.distributed as dist
+
+    _, plain, described = plain_and_described()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        for model in (plain, described):
+            wrapped = torch.nn.parallel.DistributedDataParallel(model)
+            wrapped(torch.tensor([0, 1]), torch.tensor([3, 4]), torch.arange(20)).backward()
+            assert model.embedding.weight.grad.abs().sum() > 0
+    finally:
+        dist.destroy_process_group()

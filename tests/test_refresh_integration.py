@@ -145,10 +145,12 @@ def test_ray_train_resumes_a_run_from_its_checkpoint(local_ray, data_dir, tmp_pa
 
 def test_refresh_with_graph_models_describes_then_trains_and_serves_without_the_graph(local_ray, data_dir, tmp_path,
                                                                                      shared_text_cache):
-    """lightgcn and lightgcn+desc on Ray Train: the describe stage runs first (encoder backend), both
-    are evaluated and exported like every other model, and the saved model scores on its own."""
+    """lightgcn and lightgcn+desc on Ray Train, two data-parallel workers (DDP with the sparse graph
+    left out of its buffer broadcast): the describe stage runs first (encoder backend), both are
+    evaluated and exported like every other model, and the saved model scores on its own."""
     config = load_config(None, [f"output_dir={tmp_path}", "run_id=graph", f"data.data_dir={data_dir}", *QUICK,
-                                "models=[popularity,lightgcn,lightgcn+desc]", "graph.layers=1", shared_text_cache])
+                                "models=[popularity,lightgcn,lightgcn+desc]", "graph.layers=1", "train.num_workers=2",
+                                shared_text_cache])
     refresh(config)
     root = tmp_path / "graph"
     stages = json.loads((root / "manifest.json").read_text())["stages"]

@@ -31,6 +31,7 @@ item vectors (with the user ids) as buffers, which are what a saved model holds 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -39,8 +40,33 @@ from torch import nn
 
 
 def sparse_adjacency(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, size: int) -> torch.Tensor:
+    """The symmetric normalised adjacency (rec_core.graph.bipartite.normalized_adjacency) as a CSR
+    tensor: CSR x dense is ~4x COO's torch.sparse.mm on CPU. Symmetry is checked here because the
+    propagation's backward pass relies on it (SymmetricProduct)."""
+    forward = np.lexsort((cols, rows))
+    backward = np.lexsort((rows, cols))
+    if not (np.array_equal(rows[forward], cols[backward]) and np.array_equal(cols[forward], rows[backward])
+            and np.array_equal(values[forward], values[backward])):
+        raise ValueError("the adjacency is not symmetric: LightGCN propagates on an undirected graph")
     index = torch.as_tensor(np.stack([rows, cols]), dtype=torch.long)
-    return torch.sparse_coo_tensor(index, torch.as_tensor(values), (size, size), check_invariants=False).coalesce()
+    coo = torch.sparse_coo_tensor(index, torch.as_tensor(values), (size, size), check_invariants=False)
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state", once per process
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return coo.coalesce().to_sparse_csr()
+
+
+class SymmetricProduct(torch.autograd.Function):
+    """A @ x for a constant symmetric sparse A: the gradient with respect to x is A^T @ g = A @ g.
+    (torch's own backward of a sparse product builds A's transpose on every call, ~3x the forward.)"""
+
+    @staticmethod
+    def forward(ctx, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.adjacency = adjacency
+        return adjacency @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, ctx.adjacency @ grad
 
 
 def info_nce(left: torch.Tensor, right: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -75,12 +101,16 @@ class LightGCN(nn.Module):
         self.register_buffer("user_ids", torch.as_tensor(np.asarray(user_ids), dtype=torch.long))
         self.register_buffer("user_vectors", torch.zeros(self.num_users, dim))
         self.register_buffer("item_vectors_", torch.zeros(num_items, dim))
+        # the graph and the descriptions are built identically on every Ray Train worker: DDP must not
+        # broadcast them (it cannot broadcast a sparse tensor at all)
+        constants = [name for name, _ in self.named_buffers() if name == "adjacency" or name.startswith("description_")]
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, constants)
 
     def layer_embeddings(self) -> list[torch.Tensor]:
         """[E_0, ..., E_L], each [users + items, d]."""
         out = [self.embedding.weight]
         for _ in range(self.layers):
-            out.append(torch.sparse.mm(self.adjacency, out[-1]))
+            out.append(SymmetricProduct.apply(self.adjacency, out[-1]))
         return out
 
     @property
