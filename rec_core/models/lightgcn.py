@@ -43,10 +43,10 @@ def sparse_adjacency(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, siz
     """The symmetric normalised adjacency (rec_core.graph.bipartite.normalized_adjacency) as a CSR
     tensor: CSR x dense is ~4x COO's torch.sparse.mm on CPU. Symmetry is checked here because the
     propagation's backward pass relies on it (SymmetricProduct)."""
-    forward = np.lexsort((cols, rows))
-    backward = np.lexsort((rows, cols))
-    if not (np.array_equal(rows[forward], cols[backward]) and np.array_equal(cols[forward], rows[backward])
-            and np.array_equal(values[forward], values[backward])):
+    by_row = np.lexsort((cols, rows))
+    by_col = np.lexsort((rows, cols))  # the transpose's entries in the same order
+    if not (np.array_equal(rows[by_row], cols[by_col]) and np.array_equal(cols[by_row], rows[by_col])
+            and np.array_equal(values[by_row], values[by_col])):
         raise ValueError("the adjacency is not symmetric: LightGCN propagates on an undirected graph")
     index = torch.as_tensor(np.stack([rows, cols]), dtype=torch.long)
     coo = torch.sparse_coo_tensor(index, torch.as_tensor(values), (size, size), check_invariants=False)
